@@ -1,0 +1,5 @@
+"""`python -m hdrpolicy` runs the CLI."""
+
+from hdrpolicy.cli import main
+
+main()

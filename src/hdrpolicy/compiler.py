@@ -1,0 +1,107 @@
+"""The `compile` command's library side: check → emit → build → move into place.
+
+Everything is written to a temporary directory next to the output directory
+and moved into place only when every step succeeded, so a failed compile
+leaves the user's directory exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build
+from hdrpolicy.emit import emit
+from hdrpolicy.pipeline import Checked, check_file
+from hdrpolicy.toolchains import Toolchain
+
+WASM = "plugin.wasm"
+
+
+@dataclass
+class CompileResult:
+    checked: Checked
+    out_dir: Path
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    built_with: str | None = None
+    # Set when the sources were written but the build was skipped (no toolchain).
+    skipped_build: ToolchainMissing | None = None
+
+
+def compile_policy(
+    policy_path: Path,
+    out_dir: Path,
+    toolchain: Toolchain,
+    *,
+    build_wasm: bool = True,
+    progress: Progress = lambda _: None,
+) -> CompileResult:
+    """Compile one policy file into `out_dir`; raises BuildError when a build fails.
+
+    Diagnostics are returned in the result; nothing is written if any is an error.
+    """
+    checked = check_file(policy_path)
+    result = CompileResult(checked, out_dir)
+    if not checked.ok:
+        return result
+    assert checked.policy is not None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BuildError(f"`{out_dir}` exists and is not a directory")
+    files = emit(checked.policy, checked.source, policy_path.name, toolchain)
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    staging.chmod(_directory_mode())
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if build_wasm:
+            try:
+                result.built_with = build(staging, toolchain, progress)
+            except ToolchainMissing as missing:
+                if toolchain.name.value == "go":
+                    raise
+                result.skipped_build = missing
+        produced = sorted(p.name for p in staging.iterdir())
+        result.removed = _move_into_place(staging, out_dir, produced)
+        result.written = produced
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _directory_mode() -> int:
+    """0o777 less the umask: what `mkdir` would have given (mkdtemp gives 0o700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+# Files a compile may produce; a stale one that this compile did not produce
+# is removed, so the directory never mixes two compiles.
+GENERATED = ("main.go", "nottinygc.go", "go.mod", "go.sum", "Dockerfile", WASM)
+
+
+def _move_into_place(staging: Path, out_dir: Path, produced: list[str]) -> list[str]:
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        staging.mkdir()  # keep the caller's cleanup simple
+        return []
+    for name in produced:
+        target = out_dir / name
+        if (staging / name).is_dir():
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+        else:
+            os.replace(staging / name, target)
+    removed = []
+    for name in GENERATED:
+        if name not in produced and (out_dir / name).is_file():
+            (out_dir / name).unlink()
+            removed.append(name)
+    return removed

@@ -1,0 +1,302 @@
+"""Stage 4, emit: checked IR → Go sources, through the Jinja2 templates.
+
+All decisions (names, escaping, ordering, the Go expression of each rule) are
+made here; the templates only lay the prepared model out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from hdrpolicy import __version__, ir
+from hdrpolicy.diagnostics import Source
+from hdrpolicy.golit import go_comment_text, go_string
+from hdrpolicy.toolchains import Toolchain
+
+_HOST_NAMES = {
+    ir.SubjectKind.PATH: ":path",
+    ir.SubjectKind.METHOD: ":method",
+    ir.SubjectKind.HOST: ":authority",
+}
+DEFAULT_CONTENT_TYPE = ("content-type", "text/plain")
+# The fixed response to a request whose repeated headers have too many readings.
+MAX_READINGS = 64
+TOO_MANY_READINGS_STATUS = 431
+TOO_MANY_READINGS_BODY = "too many repeated request headers"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("hdrpolicy", "templates/go"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def lower_ascii(value: str) -> str:
+    """Lower-case A-Z only: the plug-in's notion of `ignoring case`."""
+    return value.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
+
+
+@dataclass
+class _Field:
+    const: str
+    host_name: str
+    label: str
+
+
+class _GoBuilder:
+    """Turns a policy's rules into Go expressions and declarations."""
+
+    def __init__(self, policy: ir.Policy, source: Source, source_name: str) -> None:
+        self.policy = policy
+        self.source = source
+        self.source_name = source_name
+        self.fields: dict[str, _Field] = {}
+        self.helpers: set[str] = set()
+        self.regexps: list[dict[str, str]] = []
+        self.fold = False
+        taken: set[str] = set()
+        for subject in policy.subjects:
+            const = _unique(_const_name(subject), taken)
+            host_name = _HOST_NAMES.get(subject.kind) or (subject.name or "")
+            self.fields[subject.key] = _Field(const, go_string(host_name), go_string(subject.label))
+
+    def location(self, span_line: int) -> str:
+        return f"{self.source_name}:{span_line}"
+
+    # -- conditions ------------------------------------------------------------
+
+    def expr(self, cond: ir.Condition) -> tuple[str, int]:
+        """Go text of a condition and its precedence (3 operand, 2 `&&`, 1 `||`)."""
+        if isinstance(cond, ir.Compare):
+            return self.compare(cond)
+        if isinstance(cond, ir.Not):
+            return self.negate(cond.operand), 3
+        if isinstance(cond, ir.And):
+            return " && ".join(self.wrap(op, 2) for op in cond.operands), 2
+        return " || ".join(self.wrap(op, 1) for op in cond.operands), 1
+
+    def wrap(self, cond: ir.Condition, min_prec: int) -> str:
+        text, prec = self.expr(cond)
+        return text if prec >= min_prec else f"({text})"
+
+    def negate(self, cond: ir.Condition) -> str:
+        if isinstance(cond, ir.Not):
+            return self.wrap(cond.operand, 1)
+        if isinstance(cond, ir.Compare) and cond.op in ir.NEGATED_OPS:
+            positive = cond.model_copy(update={"op": ir.NEGATED_OPS[cond.op]})
+            return self.wrap(positive, 1)
+        text, prec = self.expr(cond)
+        return "!" + (text if prec >= 3 else f"({text})")
+
+    def compare(self, cmp: ir.Compare) -> tuple[str, int]:
+        f = self.fields[cmp.subject.key].const
+        op = cmp.op
+        if op is ir.Op.EXISTS:
+            return self.call("exists", f), 3
+        if op is ir.Op.MATCHES:
+            var = f"pattern{len(self.regexps) + 1}"
+            self.regexps.append(
+                {
+                    "var": var,
+                    "pattern": go_string(cmp.values[0].value),
+                    "location": self.location(cmp.values[0].span.line),
+                }
+            )
+            self.helpers.add("matches")
+            return f"r.matches({f}, {var})", 3
+        name = {
+            ir.Op.EQ: "equals",
+            ir.Op.NE: "equals",
+            ir.Op.IN: "equals",
+            ir.Op.NOT_IN: "equals",
+            ir.Op.STARTS_WITH: "hasPrefix",
+            ir.Op.ENDS_WITH: "hasSuffix",
+            ir.Op.CONTAINS: "contains",
+        }[op]
+        if cmp.ignore_case:
+            name += "Fold"
+            self.fold = True
+        values = [lower_ascii(v.value) if cmp.ignore_case else v.value for v in cmp.values]
+        calls = [self.call(name, f, go_string(v)) for v in values]
+        if op in (ir.Op.NE, ir.Op.NOT_IN):
+            inner = " || ".join(calls)
+            return "!" + (inner if len(calls) == 1 else f"({inner})"), 3
+        return " || ".join(calls), (3 if len(calls) == 1 else 1)
+
+    def call(self, helper: str, *args: str) -> str:
+        self.helpers.add(helper)
+        return f"r.{helper}({', '.join(args)})"
+
+    # -- rules -------------------------------------------------------------------
+
+    def rule_test(self, rule: ir.Rule) -> str | None:
+        if rule.condition is None:
+            return None
+        if rule.guard is ir.Guard.UNLESS:
+            return self.negate(rule.condition)
+        return self.expr(rule.condition)[0]
+
+    def denial(self, response: ir.Response, var: str, why: list[str]) -> dict[str, Any]:
+        headers = [(h.name, h.value.value) for h in response.headers]
+        if not any(name == "content-type" for name, _ in headers):
+            headers.insert(0, DEFAULT_CONTENT_TYPE)
+        return self._denial(
+            var,
+            self.location(response.span.line),
+            response.status,
+            headers,
+            response.body.value if response.body else "",
+            why,
+        )
+
+    @staticmethod
+    def _denial(
+        var: str, where: str, status: int, headers: list[tuple[str, str]], body: str, why: list[str]
+    ) -> dict[str, Any]:
+        return {
+            "var": var,
+            "comment": where,
+            "where": go_string(where),
+            "status": status,
+            "headers": [(go_string(n), go_string(v)) for n, v in headers],
+            "body": go_string(body),
+            "why": why,
+        }
+
+    def comment_lines(self, span_start: int, span_end: int) -> list[str]:
+        first, _ = self.source.position(span_start)
+        last, _ = self.source.position(span_end)
+        return [go_comment_text(self.source.line_text(n).strip()) for n in range(first, last + 1)]
+
+    def model(self, toolchain: Toolchain) -> dict[str, Any]:
+        rules: list[dict[str, Any]] = []
+        denials: list[dict[str, Any]] = []
+        taken: set[str] = set()
+        for rule in self.policy.rules:
+            test = self.rule_test(rule)
+            if rule.action is ir.Action.ALLOW:
+                result = "nil"
+            else:
+                assert rule.response is not None
+                var = _unique(f"denyLine{rule.span.line}", taken)
+                why = []
+                if rule.condition is not None:
+                    for cmp in ir.comparisons(rule.condition):
+                        const = self.fields[cmp.subject.key].const
+                        if const not in why:
+                            why.append(const)
+                denials.append(self.denial(rule.response, var, why))
+                result = f"&{var}"
+            rules.append(
+                {
+                    "location": self.location(rule.span.line),
+                    "comment_lines": self.comment_lines(rule.span.start, rule.span.end),
+                    "test": test,
+                    "result": result,
+                }
+            )
+        fall_through: str | None = "nil"
+        if rules and rules[-1]["test"] is None:
+            fall_through = None
+        if self.policy.default is not None:
+            denials.append(self.denial(self.policy.default, "denyDefault", []))
+            rules.append(
+                {
+                    "location": self.location(self.policy.default.span.line),
+                    "comment_lines": self.comment_lines(
+                        self.policy.default.span.start, self.policy.default.span.end
+                    ),
+                    "test": None,
+                    "result": "&denyDefault",
+                }
+            )
+            fall_through = None
+        fields = list(self.fields.values())
+        field_consts = [f.const for f in fields] + ["numFields"]
+        field_consts[0] += " field = iota"
+        std_imports = ["strconv", "strings"]
+        if self.regexps:
+            std_imports.insert(0, "regexp")
+        by_kind = {s.kind: self.fields[s.key].const for s in self.policy.subjects}
+        return {
+            "version": __version__,
+            "source_name": self.source_name,
+            "policy_name": self.policy.name,
+            "policy_name_literal": go_string(self.policy.name),
+            "sdk": toolchain.sdk_module,
+            "register_in_init": toolchain.register_in_init,
+            "std_imports": std_imports,
+            "rules": rules,
+            "fall_through": fall_through,
+            "denials": denials,
+            "fields": fields,
+            "field_consts": field_consts,
+            "path_field": by_kind.get(ir.SubjectKind.PATH),
+            "host_field": by_kind.get(ir.SubjectKind.HOST),
+            "helpers": sorted(self.helpers),
+            "fold": self.fold,
+            "regexps": self.regexps,
+            "max_readings": MAX_READINGS,
+            "too_many_readings": self._denial(
+                "tooManyReadings",
+                "repeated headers",
+                TOO_MANY_READINGS_STATUS,
+                [DEFAULT_CONTENT_TYPE],
+                TOO_MANY_READINGS_BODY,
+                [],
+            ),
+        }
+
+
+def _const_name(subject: ir.Subject) -> str:
+    if subject.kind is not ir.SubjectKind.HEADER:
+        return "field" + subject.kind.value.capitalize()
+    parts = re.split(r"[^0-9A-Za-z]+", subject.name or "")
+    return "header" + "".join(p[:1].upper() + p[1:] for p in parts if p)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def emit(
+    policy: ir.Policy, source: Source, source_name: str, toolchain: Toolchain
+) -> dict[str, bytes]:
+    """The Go module for a policy: file name → bytes, deterministic for the same input."""
+    builder = _GoBuilder(policy, source, source_name)
+    model = builder.model(toolchain)
+    env = _environment()
+    files: dict[str, str] = {
+        "main.go": env.get_template("main.go.jinja").render(model),
+        "go.mod": env.get_template("go.mod.jinja").render(
+            module=policy.name,
+            go_directive=toolchain.go_directive,
+            requires=toolchain.requires,
+            indirect=toolchain.indirect,
+        ),
+        "go.sum": toolchain.go_sum,
+        "Dockerfile": env.get_template("Dockerfile.jinja").render(),
+    }
+    if toolchain.blank_imports:
+        files["nottinygc.go"] = env.get_template("nottinygc.go.jinja").render(
+            imports=toolchain.blank_imports
+        )
+    return {name: text.encode("utf-8") for name, text in files.items()}

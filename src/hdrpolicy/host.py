@@ -1,0 +1,120 @@
+"""Runs a compiled plugin.wasm in the proxy-wasm Go SDK's host emulator.
+
+The emulator (`proxytest.NewWasmVMContext`, wazero) is what the SDK's authors
+test against.  Its small Go driver ships in `hdrpolicy/host/`; it is built once
+per version of its sources and cached, then drives any number of requests
+through one VM per call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from hdrpolicy.build import BuildError, Progress, find_go
+
+Headers = list[tuple[bytes, bytes]]
+_SOURCES = ("main.go", "go.mod", "go.sum")
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What the plug-in did with one request."""
+
+    action: str  # "continue" or "pause"
+    status: int | None = None  # the local response, when one was sent
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    debug: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    trap: str | None = None
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hdrpolicy"
+
+
+def driver(progress: Progress = lambda _: None) -> Path:
+    """The emulator driver's binary, built on first use."""
+    files = {name: resources.files("hdrpolicy").joinpath("host", name).read_bytes() for name in _SOURCES}
+    go = find_go()
+    digest = hashlib.sha256(go.version.encode())
+    for name in _SOURCES:
+        digest.update(name.encode() + b"\0" + files[name])
+    target = _cache_root() / f"host-{digest.hexdigest()[:16]}" / "host"
+    if target.is_file():
+        return target
+    progress("building the proxy-wasm host emulator (once)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hdrpolicy-host-") as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        env = {**os.environ, **go.env, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+        env.pop("GOOS", None)
+        env.pop("GOARCH", None)
+        out = Path(tmp) / "host"
+        proc = subprocess.run(
+            [go.binary, "build", "-trimpath", "-o", str(out), "."],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BuildError("building the host emulator failed", proc.stdout + proc.stderr)
+        staged = target.with_suffix(f".{os.getpid()}")
+        shutil.copy2(out, staged)
+        os.replace(staged, target)
+    return target
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def run_plugin(
+    wasm: Path, requests: list[Headers], progress: Progress = lambda _: None
+) -> list[HostResult]:
+    """Send each request's headers through the plug-in; one VM for all of them."""
+    payload = {
+        "requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests]
+    }
+    proc = subprocess.run(
+        [str(driver(progress)), str(wasm)],
+        input=json.dumps(payload).encode(),
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BuildError(
+            f"the host emulator could not run `{wasm}`", proc.stderr.decode("utf-8", "replace")
+        )
+    results = []
+    for item in json.loads(proc.stdout)["results"]:
+        response = item.get("response")
+        results.append(
+            HostResult(
+                action=item["action"],
+                status=response["status"] if response else None,
+                headers=[
+                    (base64.b64decode(k), base64.b64decode(v)) for k, v in response["headers"]
+                ]
+                if response
+                else [],
+                body=base64.b64decode(response["body"] or "") if response else b"",
+                debug=tuple(item["debug"] or ()),
+                errors=tuple(item["errors"] or ()),
+                trap=item.get("trap") or None,
+            )
+        )
+    return results

@@ -1,0 +1,192 @@
+"""The checked intermediate representation: what a policy means, independent of syntax.
+
+Every node carries the span it came from; spans are left out of equality so two
+policies that mean the same thing, laid out differently, compare equal.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hdrpolicy.diagnostics import Span
+
+
+class Node(BaseModel):
+    """Base of every IR node: immutable, with a span that equality ignores."""
+
+    model_config = ConfigDict(frozen=True)
+
+    span: Span
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        assert isinstance(other, Node)
+        return all(
+            getattr(self, name) == getattr(other, name)
+            for name in type(self).model_fields
+            if not name.endswith("span")
+        )
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                type(self).__name__,
+                *tuple(
+                    _hashable(getattr(self, n))
+                    for n in type(self).model_fields
+                    if not n.endswith("span")
+                ),
+            )
+        )
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+class SubjectKind(StrEnum):
+    HEADER = "header"
+    PATH = "path"
+    METHOD = "method"
+    HOST = "host"
+
+
+class Subject(Node):
+    """What a comparison looks at.  Header names are already lower case."""
+
+    kind: SubjectKind
+    name: str | None = None
+    name_span: Span | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable identity: `header:x-role`, `path`, …"""
+        return f"header:{self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
+
+    @property
+    def label(self) -> str:
+        """How the policy language spells it."""
+        return f"header {self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
+
+
+class Op(StrEnum):
+    EQ = "=="
+    NE = "!="
+    IN = "in"
+    NOT_IN = "not in"
+    STARTS_WITH = "starts_with"
+    ENDS_WITH = "ends_with"
+    CONTAINS = "contains"
+    MATCHES = "matches"
+    EXISTS = "exists"
+
+
+# Operators that are the exact negation of another one.
+NEGATED_OPS = {Op.NE: Op.EQ, Op.NOT_IN: Op.IN}
+
+
+class StringLit(Node):
+    value: str
+
+
+class Compare(Node):
+    kind: Literal["compare"] = "compare"
+    subject: Subject
+    op: Op
+    # One literal for scalar operators, the list for `in` / `not in`, none for `exists`.
+    values: list[StringLit] = Field(default_factory=list)
+    ignore_case: bool = False
+    op_span: Span | None = None
+
+
+class Not(Node):
+    kind: Literal["not"] = "not"
+    operand: Condition
+
+
+class And(Node):
+    kind: Literal["and"] = "and"
+    operands: list[Condition]
+
+
+class Or(Node):
+    kind: Literal["or"] = "or"
+    operands: list[Condition]
+
+
+Condition = Annotated[Compare | Not | And | Or, Field(discriminator="kind")]
+
+
+class Guard(StrEnum):
+    WHEN = "when"
+    UNLESS = "unless"
+
+
+class ResponseHeader(Node):
+    name: str
+    name_span: Span | None = None
+    value: StringLit
+
+
+class Response(Node):
+    status: int
+    status_span: Span | None = None
+    body: StringLit | None = None
+    headers: list[ResponseHeader] = Field(default_factory=list)
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Rule(Node):
+    action: Action
+    response: Response | None = None
+    guard: Guard | None = None
+    condition: Condition | None = None
+
+    @property
+    def unconditional(self) -> bool:
+        return self.condition is None
+
+
+class Policy(Node):
+    name: str
+    name_span: Span | None = None
+    rules: list[Rule] = Field(default_factory=list)
+    default: Response | None = None
+
+    @property
+    def subjects(self) -> list[Subject]:
+        """Distinct subjects, in order of first use."""
+        seen: dict[str, Subject] = {}
+        for rule in self.rules:
+            if rule.condition is not None:
+                for cmp in comparisons(rule.condition):
+                    seen.setdefault(cmp.subject.key, cmp.subject)
+        return list(seen.values())
+
+
+def comparisons(cond: Condition) -> list[Compare]:
+    """Every comparison in a condition, left to right."""
+    if isinstance(cond, Compare):
+        return [cond]
+    if isinstance(cond, Not):
+        return comparisons(cond.operand)
+    out: list[Compare] = []
+    for operand in cond.operands:
+        out.extend(comparisons(operand))
+    return out
+
+
+Not.model_rebuild()
+And.model_rebuild()
+Or.model_rebuild()
+Rule.model_rebuild()

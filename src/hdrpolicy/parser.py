@@ -1,0 +1,180 @@
+"""Stage 1, parse: policy text → Lark tree, with every Lark error turned into a diagnostic.
+
+This is the only module that calls Lark's parser; `lower` is the only one that
+reads its trees.  Syntax errors are recovered from at statement boundaries so a
+file with several mistakes reports all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+from lark import (
+    Lark,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
+
+from hdrpolicy.diagnostics import Diagnostic, Severity, Source, did_you_mean
+
+# What each terminal is called in an error message.
+TERMINAL_WORDS: dict[str, str] = {
+    "POLICY": "`policy`",
+    "DENY": "`deny`",
+    "ALLOW": "`allow`",
+    "DEFAULT": "`default`",
+    "WITH": "`with`",
+    "WHEN": "`when`",
+    "UNLESS": "`unless`",
+    "OR": "`or`",
+    "AND": "`and`",
+    "NOT": "`not`",
+    "IN": "`in`",
+    "EXISTS": "`exists`",
+    "HEADER": "`header`",
+    "PATH": "`path`",
+    "METHOD": "`method`",
+    "HOST": "`host`",
+    "IGNORING": "`ignoring case`",
+    "CASE": "`case`",
+    "EQ": "`==`",
+    "NE": "`!=`",
+    "ASSIGN": "`=`",
+    "STARTS_WITH": "`starts_with`",
+    "ENDS_WITH": "`ends_with`",
+    "CONTAINS": "`contains`",
+    "MATCHES": "`matches`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "COMMA": "`,`",
+    "INT": "a status code",
+    "STRING": 'a string in double quotes ("…")',
+    "HEADER_NAME": "a header name",
+    "$END": "the end of the file",
+}
+
+KEYWORDS = [
+    w.strip("`") for k, w in TERMINAL_WORDS.items() if w.startswith("`") and k != "IGNORING"
+]
+_STATEMENT_START = re.compile(r"^[ \t]*(policy|deny|allow|default)\b", re.MULTILINE)
+
+
+@cache
+def _parser() -> Lark:
+    grammar = resources.files("hdrpolicy").joinpath("grammar/hdrpolicy.lark").read_text("utf-8")
+    return Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+def parse(source: Source) -> tuple[Tree[Token] | None, list[Diagnostic]]:
+    """Parse a whole file; on a syntax error, skip to the next statement and go on.
+
+    The tree returned is of what remains once the failed statements are blanked
+    out, so later stages can report their findings on the rest of the file.
+    """
+    text = source.text
+    diagnostics: list[Diagnostic] = []
+    for _ in range(100):
+        try:
+            tree = _parser().parse(text)
+        except UnexpectedInput as exc:
+            diagnostics.append(_syntax_diagnostic(source, text, exc))
+            text = _blank_failed_statement(text, _error_offset(text, exc))
+            continue
+        return tree, diagnostics
+    return None, diagnostics
+
+
+def _error_offset(text: str, exc: UnexpectedInput) -> int:
+    if isinstance(exc, UnexpectedEOF) or exc.pos_in_stream is None:
+        return len(text)
+    return int(exc.pos_in_stream)
+
+
+def _blank_failed_statement(text: str, offset: int) -> str:
+    """Replace the text the error belongs to with spaces (keeping newlines and offsets).
+
+    An error at a statement keyword means the statement before it was cut
+    short; an error on a line of its own is a stray line; otherwise the error
+    is inside the statement that holds it.
+    """
+    starts = [m.start(1) for m in _STATEMENT_START.finditer(text)]
+    line_start = text.rfind("\n", 0, offset) + 1
+    first_on_line = text[line_start:offset].strip() == ""
+    if offset in starts:
+        previous = [s for s in starts if s < offset]
+        start, end = (previous[-1] if previous else 0), offset
+    elif first_on_line:
+        start = line_start
+        end = next((s for s in starts if s > offset), len(text))
+    else:
+        start = max((s for s in starts if s <= offset), default=0)
+        end = next((s for s in starts if s > offset), len(text))
+    blanked = "".join(ch if ch == "\n" else " " for ch in text[start:end])
+    if blanked == text[start:end]:
+        # Nothing left to blank: drop the rest so the loop ends.
+        return text[:start]
+    return text[:start] + blanked + text[end:]
+
+
+def _expected_words(names: set[str]) -> str:
+    words = sorted({TERMINAL_WORDS.get(n, n.lower()) for n in names})
+    if not words:
+        return ""
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput) -> Diagnostic:
+    help_text: str | None = None
+    if isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
+        tok = exc.token
+        start = tok.start_pos if tok.start_pos is not None else len(text)
+        end = tok.end_pos if tok.end_pos is not None else start + len(str(tok))
+        found = f"`{tok}`"
+        expected = set(exc.accepts or exc.expected)
+        guess = did_you_mean(str(tok), KEYWORDS)
+        if guess and guess != str(tok):
+            help_text = f"did you mean `{guess}`?"
+    elif isinstance(exc, UnexpectedCharacters):
+        start = int(exc.pos_in_stream or 0)
+        end = start + 1
+        ch = text[start]
+        found = f"`{ch}`" if ch.isprintable() else f"character U+{ord(ch):04X}"
+        if ch == '"':
+            found = "an unterminated string"
+            end = text.find("\n", start)
+            end = len(text) if end < 0 else end
+            help_text = 'close the string with `"` on the same line'
+        else:
+            word = re.match(r"[A-Za-z_]+", text[start:])
+            if word:
+                end = start + word.end()
+                found = f"`{word.group()}`"
+                guess = did_you_mean(word.group(), KEYWORDS)
+                if guess:
+                    help_text = f"did you mean `{guess}`?"
+        expected = set(exc.allowed or ())
+    else:
+        start = end = len(text)
+        found = "the end of the file"
+        expected = set(getattr(exc, "expected", ()) or ())
+    message = f"unexpected {found}"
+    words = _expected_words(expected)
+    if words:
+        message += f", expected {words}"
+    return Diagnostic("HP101", Severity.ERROR, message, source.span(start, end), help=help_text)

@@ -1,0 +1,49 @@
+"""The front end's stages run in order: read → parse → lower → check.
+
+Callers (the CLI, the compiler, the tests) get a `Checked` result: the source,
+the policy when it is usable, and every diagnostic found on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hdrpolicy import ir
+from hdrpolicy.checker import check
+from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, sort_key
+from hdrpolicy.lower import lower
+from hdrpolicy.parser import parse
+
+
+@dataclass
+class Checked:
+    source: Source
+    policy: ir.Policy | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.policy is not None and not has_errors(self.diagnostics)
+
+
+def check_source(source: Source, default_name: str) -> Checked:
+    """Run parse, lower and check on text; `default_name` names a policy without `policy`."""
+    tree, syntax_diags = parse(source)
+    if tree is None:
+        return Checked(source, None, sorted(syntax_diags, key=sort_key))
+    parts, lowering_diags = lower(tree, source)
+    policy, check_diags = check(parts, source, default_name)
+    diagnostics = sorted([*syntax_diags, *lowering_diags, *check_diags], key=sort_key)
+    # A policy with syntax errors is incomplete: report on it, never compile it.
+    return Checked(source, None if syntax_diags else policy, diagnostics)
+
+
+def check_file(path: Path, shown_as: str | None = None) -> Checked:
+    """Read and check a policy file (the caller handles OSError: a missing file is not ours)."""
+    source, read_diags = Source.read(path)
+    if shown_as is not None:
+        source.path = shown_as
+    if read_diags:
+        return Checked(source, None, read_diags)
+    return check_source(source, path.stem)
