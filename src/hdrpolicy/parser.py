@@ -173,8 +173,25 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput) -> Diagn
         start = end = len(text)
         found = "the end of the file"
         expected = set(getattr(exc, "expected", ()) or ())
-    message = f"unexpected {found}"
     words = _expected_words(expected)
-    if words:
-        message += f", expected {words}"
+    cut_short = _statement_cut_short(text, start)
+    if found == "an unterminated string":
+        message = "unterminated string"
+    elif cut_short is not None:
+        keyword, line = cut_short
+        message = f"`{keyword}` at line {line} is incomplete: expected {words} before {found}"
+    else:
+        message = f"unexpected {found}" + (f", expected {words}" if words else "")
     return Diagnostic("HP101", Severity.ERROR, message, source.span(start, end), help=help_text)
+
+
+def _statement_cut_short(text: str, offset: int) -> tuple[str, int] | None:
+    """(keyword, line) of the statement before `offset` if a new statement starts at `offset`."""
+    starts = list(_STATEMENT_START.finditer(text))
+    if not any(m.start(1) == offset for m in starts):
+        return None
+    previous = [m for m in starts if m.start(1) < offset]
+    if not previous:
+        return None
+    m = previous[-1]
+    return m.group(1), text.count("\n", 0, m.start(1)) + 1

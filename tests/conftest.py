@@ -1,0 +1,36 @@
+"""Shared test helpers: paths, and compiling a policy text into a directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hdrpolicy.compiler import CompileResult, compile_policy
+from hdrpolicy.toolchains import GO, Toolchain
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "policies"
+
+
+def compile_text(
+    text: str,
+    workdir: Path,
+    *,
+    name: str = "policy",
+    toolchain: Toolchain = GO,
+    build_wasm: bool = True,
+) -> CompileResult:
+    """Write `text` to WORKDIR/NAME.hp and compile it into WORKDIR/dist."""
+    source = workdir / f"{name}.hp"
+    source.write_text(text, encoding="utf-8")
+    return compile_policy(source, workdir / "dist", toolchain, build_wasm=build_wasm)
+
+
+@pytest.fixture(scope="session")
+def tutorial_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial policy compiled once for the whole run."""
+    out = tmp_path_factory.mktemp("tutorial") / "dist"
+    result = compile_policy(EXAMPLES / "header-authorization.hp", out, GO)
+    assert result.checked.ok and result.built_with
+    return out / "plugin.wasm"

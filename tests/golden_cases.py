@@ -1,0 +1,51 @@
+"""Golden cases: `tests/golden/<case>/policy.hp` and the files the compiler must emit for it.
+
+Regenerate every case's expected files with `python tests/golden_cases.py`
+(then read the diff before committing it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hdrpolicy.emit import emit
+from hdrpolicy.pipeline import check_file
+from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
+
+GOLDEN = Path(__file__).parent / "golden"
+INPUTS = {"policy.hp", "toolchain"}
+
+
+def cases() -> list[Path]:
+    return sorted(p for p in GOLDEN.iterdir() if (p / "policy.hp").is_file())
+
+
+def toolchain_of(case: Path) -> ToolchainName:
+    marker = case / "toolchain"
+    return ToolchainName(marker.read_text().strip()) if marker.exists() else ToolchainName.GO
+
+
+def emitted(case: Path) -> dict[str, bytes]:
+    checked = check_file(case / "policy.hp")
+    assert checked.ok and checked.policy is not None, checked.diagnostics
+    return emit(checked.policy, checked.source, "policy.hp", TOOLCHAINS[toolchain_of(case)])
+
+
+def expected(case: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in case.iterdir() if p.name not in INPUTS}
+
+
+def regenerate() -> None:
+    for case in cases():
+        for old in case.iterdir():
+            if old.name not in INPUTS:
+                old.unlink()
+        for name, data in emitted(case).items():
+            (case / name).write_bytes(data)
+        print(f"regenerated {case.name}")
+
+
+if __name__ == "__main__":
+    regenerate()
+    sys.exit(0)

@@ -1,0 +1,84 @@
+"""The CLI as a user runs it: exit statuses, messages, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import EXAMPLES
+
+
+def hdrpolicy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hdrpolicy", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_check_ok_examples() -> None:
+    proc = hdrpolicy("check", *map(str, sorted(EXAMPLES.glob("*.hp"))))
+    assert proc.returncode == 0, proc.stderr
+    assert "policies checked" in proc.stderr
+
+
+def test_check_broken_policy_prints_located_diagnostics(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.hp"
+    bad.write_text('deny 403 "x" when header x/y == "a"\ndeny 999\n')
+    proc = hdrpolicy("check", str(bad))
+    assert proc.returncode == 1
+    assert f"{bad}:1:26: error[HP201]" in proc.stderr
+    assert f"{bad}:2:6: error[HP203]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_json_format(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.hp"
+    bad.write_text("deny 999\n")
+    proc = hdrpolicy("check", "--format", "json", str(bad))
+    assert proc.returncode == 1
+    assert '"code": "HP203"' in proc.stdout and '"line": 1' in proc.stdout
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    for command in ("check", "compile"):
+        proc = hdrpolicy(command, str(tmp_path / "nope.hp"))
+        assert proc.returncode == 1
+        assert "nope.hp" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compile_writes_outputs(tmp_path: Path) -> None:
+    proc = hdrpolicy(
+        "compile", str(EXAMPLES / "header-authorization.hp"), "-o", "out", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "plugin.wasm").read_bytes()[:4] == b"\0asm"
+    assert "…" not in proc.stderr  # no progress output when not on a terminal
+
+
+def test_compile_tinygo_without_tinygo_exits_3(tmp_path: Path) -> None:
+    proc = hdrpolicy(
+        "compile",
+        str(EXAMPLES / "header-authorization.hp"),
+        "-o",
+        "out",
+        "--toolchain",
+        "tinygo",
+        cwd=tmp_path,
+    )
+    if proc.returncode == 0:  # a machine with TinyGo built it
+        assert (tmp_path / "out" / "plugin.wasm").exists()
+        return
+    assert proc.returncode == 3
+    assert "`tinygo` is not on PATH" in proc.stderr
+    assert (tmp_path / "out" / "main.go").exists()
+    assert not (tmp_path / "out" / "plugin.wasm").exists()
+
+
+def test_unknown_toolchain_is_a_usage_error(tmp_path: Path) -> None:
+    proc = hdrpolicy("compile", str(EXAMPLES / "header-authorization.hp"), "--toolchain", "rust")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
