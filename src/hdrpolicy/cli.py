@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -9,11 +10,17 @@ from typing import Annotated
 
 import typer
 
-from hdrpolicy import __version__
+from hdrpolicy import __version__, runner
+from hdrpolicy import explain as explain_decision
 from hdrpolicy.build import BuildError
 from hdrpolicy.compiler import compile_policy
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, render_json, render_text
+from hdrpolicy.evaluate import evaluate
 from hdrpolicy.pipeline import Checked, check_file
+from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
+from hdrpolicy.policytests import load as load_tests
+from hdrpolicy.runner import PolicyReport
+from hdrpolicy.runner import run as run_tests
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
 app = typer.Typer(
@@ -122,6 +129,102 @@ def compile_command(
         _err(f"wrote {', '.join(result.written)} to `{out}`")
         raise typer.Exit(SKIPPED_BUILD)
     _err(f"wrote {', '.join(result.written)} to `{out}`")
+
+
+@app.command()
+def explain(
+    policy: Annotated[Path, typer.Argument(help="The policy file (.hp).")],
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="A request header NAME=VALUE; repeat for more."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="The request method.")] = DEFAULT_METHOD,
+    path: Annotated[str, typer.Option(help="The request path (with any query).")] = DEFAULT_PATH,
+    host: Annotated[str, typer.Option(help="The request authority.")] = DEFAULT_HOST,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json.")
+    ] = OutputFormat.TEXT,
+) -> None:
+    """Show what the policy decides for one request, and why (rule by rule)."""
+    checked = _read_checked(policy)
+    if checked is None:
+        raise typer.Exit(FAILED)
+    if not checked.ok or checked.policy is None:
+        _print_diagnostics([checked], OutputFormat.TEXT)
+        raise typer.Exit(FAILED)
+    pairs: list[tuple[bytes, bytes]] = [
+        (b":method", method.encode()),
+        (b":path", path.encode()),
+        (b":authority", host.encode()),
+    ]
+    for item in header or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            _err(f"error: `--header {item}` is not NAME=VALUE")
+            raise typer.Exit(FAILED)
+        pairs.append((name.encode(), value.encode()))
+    decision = evaluate(checked.policy, pairs)
+    if output_format is OutputFormat.JSON:
+        typer.echo(json.dumps(explain_decision.to_json(checked.source, decision), indent=2))
+    else:
+        typer.echo(explain_decision.render_text(checked.source, decision))
+
+
+@app.command(name="test")
+def test_command(
+    policies: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
+    tests: Annotated[
+        Path | None,
+        typer.Option(help="The test file (default: POLICY.tests.yaml beside the policy)."),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json.")
+    ] = OutputFormat.TEXT,
+    junit_xml: Annotated[
+        Path | None, typer.Option("--junit-xml", help="Also write a JUnit XML report here.")
+    ] = None,
+) -> None:
+    """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
+    if tests is not None and len(policies) != 1:
+        _err("error: --tests goes with exactly one policy")
+        raise typer.Exit(FAILED)
+    reports: list[PolicyReport] = []
+    for policy in policies:
+        checked = _read_checked(policy)
+        if checked is None:
+            raise typer.Exit(FAILED)
+        tests_file = tests or tests_path_for(policy)
+        try:
+            loaded = load_tests(tests_file)
+        except OSError as exc:
+            report = PolicyReport(
+                checked, None, error=f"cannot read `{tests_file}`: {exc.strerror}"
+            )
+            reports.append(report)
+            continue
+        try:
+            reports.append(run_tests(checked, loaded, _progress))
+        except BuildError as exc:
+            reports.append(PolicyReport(checked, loaded, error=f"{exc.message}\n{exc.output}"))
+    for report in reports:
+        if report.error:
+            _err(f"error: {report.checked.source.path}: {report.error}")
+        items = report.diagnostics
+        source = (
+            report.tests.source
+            if report.tests and report.tests.diagnostics
+            else report.checked.source
+        )
+        for d in items:
+            _err(render_text(source, d) + "\n")
+    if output_format is OutputFormat.JSON:
+        typer.echo(json.dumps(runner.to_json(reports), indent=2))
+    else:
+        typer.echo(runner.render_text(reports))
+    if junit_xml is not None:
+        junit_xml.write_text(runner.to_junit(reports), encoding="utf-8")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(FAILED)
 
 
 def _version(value: bool) -> None:

@@ -7,13 +7,14 @@ leaves the user's directory exactly as it was.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build
+from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
 from hdrpolicy.emit import emit
 from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.toolchains import Toolchain
@@ -72,6 +73,38 @@ def compile_policy(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hdrpolicy"
+
+
+def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> Path:
+    """plugin.wasm for a checked policy, from a cache keyed by the emitted sources.
+
+    `hdrpolicy test` runs against the same bytes `compile` would produce; a
+    policy whose Go has not changed is not rebuilt.
+    """
+    assert checked.policy is not None
+    files = emit(checked.policy, checked.source, Path(checked.source.path).name, toolchain)
+    digest = hashlib.sha256(find_go().version.encode())
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    target = cache_root() / "builds" / digest.hexdigest()[:24]
+    if (target / WASM).is_file():
+        return target / WASM
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        build(staging, toolchain, progress)
+        if not target.exists():
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / WASM
 
 
 def _directory_mode() -> int:

@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "HP212": "`policy` is not first",
     "HP213": "`ignoring case` on `matches`",
     "HP214": "response header set by the proxy",
+    "HP301": "invalid policy test file",
 }
 
 

@@ -150,12 +150,13 @@ class _GoBuilder:
             return self.negate(rule.condition)
         return self.expr(rule.condition)[0]
 
-    def denial(self, response: ir.Response, var: str, why: list[str]) -> dict[str, Any]:
+    def denial(self, response: ir.Response, var: str, why: list[str], rank: int) -> dict[str, Any]:
         headers = [(h.name, h.value.value) for h in response.headers]
         if not any(name == "content-type" for name, _ in headers):
             headers.insert(0, DEFAULT_CONTENT_TYPE)
         return self._denial(
             var,
+            rank,
             self.location(response.span.line),
             response.status,
             headers,
@@ -165,10 +166,17 @@ class _GoBuilder:
 
     @staticmethod
     def _denial(
-        var: str, where: str, status: int, headers: list[tuple[str, str]], body: str, why: list[str]
+        var: str,
+        rank: int,
+        where: str,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: str,
+        why: list[str],
     ) -> dict[str, Any]:
         return {
             "var": var,
+            "rank": rank,
             "comment": where,
             "where": go_string(where),
             "status": status,
@@ -199,7 +207,7 @@ class _GoBuilder:
                         const = self.fields[cmp.subject.key].const
                         if const not in why:
                             why.append(const)
-                denials.append(self.denial(rule.response, var, why))
+                denials.append(self.denial(rule.response, var, why, len(rules)))
                 result = f"&{var}"
             rules.append(
                 {
@@ -213,7 +221,7 @@ class _GoBuilder:
         if rules and rules[-1]["test"] is None:
             fall_through = None
         if self.policy.default is not None:
-            denials.append(self.denial(self.policy.default, "denyDefault", []))
+            denials.append(self.denial(self.policy.default, "denyDefault", [], len(rules)))
             rules.append(
                 {
                     "location": self.location(self.policy.default.span.line),
@@ -253,6 +261,7 @@ class _GoBuilder:
             "max_readings": MAX_READINGS,
             "too_many_readings": self._denial(
                 "tooManyReadings",
+                -1,
                 "repeated headers",
                 TOO_MANY_READINGS_STATUS,
                 [DEFAULT_CONTENT_TYPE],

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, find_go
+from hdrpolicy.compiler import cache_root
 
 Headers = list[tuple[bytes, bytes]]
 _SOURCES = ("main.go", "go.mod", "go.sum")
@@ -38,11 +39,6 @@ class HostResult:
     trap: str | None = None
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hdrpolicy"
-
-
 def driver(progress: Progress = lambda _: None) -> Path:
     """The emulator driver's binary, built on first use."""
     files = {
@@ -52,7 +48,7 @@ def driver(progress: Progress = lambda _: None) -> Path:
     digest = hashlib.sha256(go.version.encode())
     for name in _SOURCES:
         digest.update(name.encode() + b"\0" + files[name])
-    target = _cache_root() / f"host-{digest.hexdigest()[:16]}" / "host"
+    target = cache_root() / f"host-{digest.hexdigest()[:16]}" / "host"
     if target.is_file():
         return target
     progress("building the proxy-wasm host emulator (once)")

@@ -49,14 +49,22 @@ func (*httpContext) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types
 	if !r.load() {
 		return r.deny(&tooManyReadings)
 	}
+	// Every reading is evaluated; the earliest rule that denies any of them decides.
+	var worst *denial
+	var worstPick [numFields]int
 	for {
-		if d := r.evaluate(); d != nil {
-			return r.deny(d)
+		if d := r.evaluate(); d != nil && (worst == nil || d.rank < worst.rank) {
+			worst, worstPick = d, r.pick
 		}
 		if !r.nextReading() {
-			return types.ActionContinue
+			break
 		}
 	}
+	if worst == nil {
+		return types.ActionContinue
+	}
+	r.pick = worstPick
+	return r.deny(worst)
 }
 
 // evaluate runs the rules on one reading of the request: nil means allow.
@@ -103,6 +111,7 @@ func (r *request) evaluate() *denial {
 
 // A denial is the local response a deny rule sends.
 type denial struct {
+	rank    int
 	where   string
 	status  uint32
 	headers [][2]string
@@ -112,6 +121,7 @@ type denial struct {
 
 // policy.hp:7
 var denyLine7 = denial{
+	rank:    1,
 	where:   "policy.hp:7",
 	status:  401,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -121,6 +131,7 @@ var denyLine7 = denial{
 
 // policy.hp:8
 var denyLine8 = denial{
+	rank:    2,
 	where:   "policy.hp:8",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -130,6 +141,7 @@ var denyLine8 = denial{
 
 // policy.hp:9
 var denyLine9 = denial{
+	rank:    3,
 	where:   "policy.hp:9",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -139,6 +151,7 @@ var denyLine9 = denial{
 
 // policy.hp:10
 var denyLine10 = denial{
+	rank:    4,
 	where:   "policy.hp:10",
 	status:  429,
 	headers: [][2]string{{"content-type", "text/plain"}, {"retry-after", "30"}},
@@ -148,6 +161,7 @@ var denyLine10 = denial{
 
 // policy.hp:11
 var denyLine11 = denial{
+	rank:    5,
 	where:   "policy.hp:11",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -157,6 +171,7 @@ var denyLine11 = denial{
 
 // policy.hp:12
 var denyLine12 = denial{
+	rank:    6,
 	where:   "policy.hp:12",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -166,6 +181,7 @@ var denyLine12 = denial{
 
 // policy.hp:13
 var denyDefault = denial{
+	rank:    7,
 	where:   "policy.hp:13",
 	status:  404,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -245,6 +261,7 @@ const maxReadings = 64
 // tooManyReadings refuses a request that repeats the policy's headers so often
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
+	rank:    -1,
 	where:   "repeated headers",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},

@@ -48,14 +48,22 @@ func (*httpContext) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types
 	if !r.load() {
 		return r.deny(&tooManyReadings)
 	}
+	// Every reading is evaluated; the earliest rule that denies any of them decides.
+	var worst *denial
+	var worstPick [numFields]int
 	for {
-		if d := r.evaluate(); d != nil {
-			return r.deny(d)
+		if d := r.evaluate(); d != nil && (worst == nil || d.rank < worst.rank) {
+			worst, worstPick = d, r.pick
 		}
 		if !r.nextReading() {
-			return types.ActionContinue
+			break
 		}
 	}
+	if worst == nil {
+		return types.ActionContinue
+	}
+	r.pick = worstPick
+	return r.deny(worst)
 }
 
 // evaluate runs the rules on one reading of the request: nil means allow.
@@ -75,6 +83,7 @@ func (r *request) evaluate() *denial {
 
 // A denial is the local response a deny rule sends.
 type denial struct {
+	rank    int
 	where   string
 	status  uint32
 	headers [][2]string
@@ -84,6 +93,7 @@ type denial struct {
 
 // policy.hp:4
 var denyLine4 = denial{
+	rank:    0,
 	where:   "policy.hp:4",
 	status:  403,
 	headers: [][2]string{{"content-type", "application/json"}, {"x-reason", "read-only"}},
@@ -93,6 +103,7 @@ var denyLine4 = denial{
 
 // policy.hp:5
 var denyLine5 = denial{
+	rank:    1,
 	where:   "policy.hp:5",
 	status:  400,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -157,6 +168,7 @@ const maxReadings = 64
 // tooManyReadings refuses a request that repeats the policy's headers so often
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
+	rank:    -1,
 	where:   "repeated headers",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},

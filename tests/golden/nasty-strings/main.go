@@ -49,14 +49,22 @@ func (*httpContext) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types
 	if !r.load() {
 		return r.deny(&tooManyReadings)
 	}
+	// Every reading is evaluated; the earliest rule that denies any of them decides.
+	var worst *denial
+	var worstPick [numFields]int
 	for {
-		if d := r.evaluate(); d != nil {
-			return r.deny(d)
+		if d := r.evaluate(); d != nil && (worst == nil || d.rank < worst.rank) {
+			worst, worstPick = d, r.pick
 		}
 		if !r.nextReading() {
-			return types.ActionContinue
+			break
 		}
 	}
+	if worst == nil {
+		return types.ActionContinue
+	}
+	r.pick = worstPick
+	return r.deny(worst)
 }
 
 // evaluate runs the rules on one reading of the request: nil means allow.
@@ -81,6 +89,7 @@ func (r *request) evaluate() *denial {
 
 // A denial is the local response a deny rule sends.
 type denial struct {
+	rank    int
 	where   string
 	status  uint32
 	headers [][2]string
@@ -90,6 +99,7 @@ type denial struct {
 
 // policy.hp:4
 var denyLine4 = denial{
+	rank:    0,
 	where:   "policy.hp:4",
 	status:  400,
 	headers: [][2]string{{"content-type", "text/plain"}},
@@ -99,6 +109,7 @@ var denyLine4 = denial{
 
 // policy.hp:6
 var denyLine6 = denial{
+	rank:    2,
 	where:   "policy.hp:6",
 	status:  418,
 	headers: [][2]string{{"content-type", "text/plain"}, {"x-why", "\u00e9t\u00e9 {{ }}"}},
@@ -169,6 +180,7 @@ const maxReadings = 64
 // tooManyReadings refuses a request that repeats the policy's headers so often
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
+	rank:    -1,
 	where:   "repeated headers",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},

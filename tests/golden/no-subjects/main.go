@@ -60,6 +60,7 @@ func (r *request) evaluate() *denial {
 
 // A denial is the local response a deny rule sends.
 type denial struct {
+	rank    int
 	where   string
 	status  uint32
 	headers [][2]string
@@ -69,6 +70,7 @@ type denial struct {
 
 // policy.hp:3
 var denyDefault = denial{
+	rank:    0,
 	where:   "policy.hp:3",
 	status:  503,
 	headers: [][2]string{{"content-type", "text/plain"}, {"retry-after", "600"}},
@@ -122,6 +124,7 @@ const maxReadings = 64
 // tooManyReadings refuses a request that repeats the policy's headers so often
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
+	rank:    -1,
 	where:   "repeated headers",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},

@@ -1,0 +1,93 @@
+"""Renders a decision and its trace for people (text) and programs (JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hdrpolicy import ir
+from hdrpolicy.diagnostics import Source
+from hdrpolicy.evaluate import CompareTrace, Decision, RuleTrace
+
+
+def _show(value: bytes | None) -> str:
+    if value is None:
+        return "missing"
+    text = value.decode("utf-8", "backslashreplace")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _rule_text(source: Source, node: ir.Node) -> str:
+    return " ".join(source.text[node.span.start : node.span.end].split())
+
+
+def _compare_text(source: Source, c: CompareTrace) -> str:
+    seen = f"{c.compare.subject.label} is {_show(c.value)}"
+    return f"{_rule_text(source, c.compare)}  ({seen}) → {str(c.result).lower()}"
+
+
+def outcome(decision: Decision) -> str:
+    if decision.allowed:
+        return "allow"
+    return f"deny {decision.status} {_show(decision.body)}"
+
+
+def decided_by(source: Source, decision: Decision) -> str:
+    if decision.too_many_readings:
+        return f"more than {decision.readings - 1} readings of repeated headers"
+    if decision.rule is not None:
+        return f"{source.path}:{decision.rule.span.line}: {_rule_text(source, decision.rule)}"
+    if decision.is_default:
+        return "the default"
+    return "no rule fired"
+
+
+def render_text(source: Source, decision: Decision) -> str:
+    lines = [f"decision: {outcome(decision)}", f"decided by: {decided_by(source, decision)}"]
+    if decision.readings > 1:
+        lines.append(
+            f"readings: {decision.readings} (repeated headers); the trace is of the deciding one"
+        )
+    for step in decision.trace:
+        lines.append(_step_text(source, step))
+    return "\n".join(lines)
+
+
+def _step_text(source: Source, step: RuleTrace) -> str:
+    verdict = "fired" if step.fired else "did not fire"
+    out = [f"  line {step.rule.span.line}: {_rule_text(source, step.rule)}  → {verdict}"]
+    out.extend(f"      {_compare_text(source, c)}" for c in step.comparisons)
+    return "\n".join(out)
+
+
+def to_json(source: Source, decision: Decision) -> dict[str, Any]:
+    def value(v: bytes | None) -> str | None:
+        return None if v is None else v.decode("utf-8", "backslashreplace")
+
+    return {
+        "decision": decision.kind,
+        "status": decision.status,
+        "body": None if decision.allowed else value(decision.body),
+        "headers": [[value(k), value(v)] for k, v in decision.headers],
+        "rule": None
+        if decision.rule is None
+        else {"line": decision.rule.span.line, "source": _rule_text(source, decision.rule)},
+        "default": decision.is_default,
+        "readings": decision.readings,
+        "trace": [
+            {
+                "line": step.rule.span.line,
+                "source": _rule_text(source, step.rule),
+                "fired": step.fired,
+                "comparisons": [
+                    {
+                        "source": _rule_text(source, c.compare),
+                        "subject": c.compare.subject.label,
+                        "value": value(c.value),
+                        "result": c.result,
+                    }
+                    for c in step.comparisons
+                ],
+            }
+            for step in decision.trace
+        ],
+    }
