@@ -1,0 +1,268 @@
+"""Format: a checked policy back to source text in the one canonical layout.
+
+The layout is printed from the IR, so formatting cannot change what a policy
+means (the IR before and after is equal).  Only comments and blank lines are
+not in the IR; they are found by scanning the source and put back next to the
+statement they were next to.
+
+Canonical layout:
+
+* `policy` first, then one blank line; one statement per line;
+* single spaces between tokens, operators as `==`, `!=`, `in`, `not in`, …;
+  lists as `["a", "b"]`; strings re-quoted by `printer.policy_string`;
+  header names in lower case;
+* parentheses only where precedence needs them;
+* a statement longer than `MAX_WIDTH` columns whose condition is an `and` or
+  an `or` is broken before each of its top-level `and`/`or`, continuation lines
+  indented by four spaces;
+* comments stay where they were: an own-line comment above the statement
+  after it, a trailing comment after its statement (two spaces before `#`);
+  a comment inside a statement that spans several lines moves above it;
+* blank lines between statements collapse to at most one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hdrpolicy import ir
+from hdrpolicy.diagnostics import Diagnostic, Source, has_errors
+from hdrpolicy.pipeline import check_source
+from hdrpolicy.printer import policy_string
+
+MAX_WIDTH = 100
+INDENT = "    "
+
+# Strings first, so a `#` inside a string is never taken for a comment.
+_TOKENS = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"|#[^\n]*')
+
+
+@dataclass
+class Formatted:
+    """The result of formatting one file: the new text, or why there is none."""
+
+    source: Source
+    text: str | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.text is not None and self.text != self.source.text
+
+    def diff(self) -> str | None:
+        """A unified diff from the file to its formatted text; None if it is formatted."""
+        if self.text is None or not self.changed:
+            return None
+        return "".join(
+            difflib.unified_diff(
+                self.source.text.splitlines(keepends=True),
+                self.text.splitlines(keepends=True),
+                fromfile=self.source.path,
+                tofile=f"{self.source.path} (formatted)",
+            )
+        )
+
+
+def format_source(text: str, path: str = "<input>", default_name: str = "policy") -> Formatted:
+    """Format policy text; a file with errors is refused (text None, the diagnostics)."""
+    source = Source(path, text)
+    checked = check_source(source, default_name)
+    if checked.policy is None or has_errors(checked.diagnostics):
+        return Formatted(source, None, checked.diagnostics)
+    return Formatted(source, _layout(checked.policy, source), checked.diagnostics)
+
+
+def format_file(path: Path) -> Formatted:
+    """Read and format a policy file (the caller handles OSError)."""
+    source, read_diags = Source.read(path)
+    if read_diags:
+        return Formatted(source, None, read_diags)
+    return format_source(source.text, str(path), path.stem)
+
+
+def check_formatted(path: Path) -> str | None:
+    """The diff `fmt` would apply to `path`, or None when it is formatted.
+
+    A file with errors has no formatted text, so no diff either: callers that
+    must fail on those use `format_file` and look at its diagnostics.
+    """
+    return format_file(path).diff()
+
+
+def format_policy(policy: ir.Policy, *, named: bool = True) -> str:
+    """A policy's canonical text without comments (`named`: write its `policy` line)."""
+    out = [f"policy {policy_string(policy.name)}", ""] if named else []
+    for rule in policy.rules:
+        out.extend(rule_lines(rule))
+    if policy.default is not None:
+        out.extend(default_lines(policy.default))
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out) + "\n" if out else ""
+
+
+# -- statements ------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    """A statement or an own-line comment, with the source lines it covered."""
+
+    first_line: int
+    last_line: int
+    lines: list[str]
+    trailing: list[str] = field(default_factory=list)
+    is_policy: bool = False
+    key: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if self.key == (0, 0, 0):
+            self.key = (self.first_line, 1, self.first_line)
+
+
+def _layout(policy: ir.Policy, source: Source) -> str:
+    statements: list[_Item] = []
+    if policy.name_span is not None:
+        keyword = source.text.rfind("policy", 0, policy.name_span.start)
+        first = source.position(keyword)[0]
+        statements.append(
+            _Item(
+                first,
+                policy.name_span.end_line,
+                [f"policy {policy_string(policy.name)}"],
+                is_policy=True,
+            )
+        )
+    for rule in policy.rules:
+        statements.append(_Item(rule.span.line, rule.span.end_line, rule_lines(rule)))
+    if policy.default is not None:
+        d = policy.default
+        statements.append(_Item(d.span.line, d.span.end_line, default_lines(d)))
+    items = _attach_comments(statements, source)
+    return _join(items, source)
+
+
+def _attach_comments(statements: list[_Item], source: Source) -> list[_Item]:
+    """Merge comments into the statement list: trailing ones onto their statement."""
+    by_end_line = {s.last_line: s for s in statements}
+    items = list(statements)
+    for m in _TOKENS.finditer(source.text):
+        text = m.group()
+        if not text.startswith("#"):
+            continue
+        line = source.position(m.start())[0]
+        owner = by_end_line.get(line)
+        if owner is not None and _after_statement(source, m.start()):
+            owner.trailing.append(text.rstrip())
+            continue
+        comment = _Item(line, line, [text.rstrip()], key=(line, 0, line))
+        inside = next((s for s in statements if s.first_line <= line <= s.last_line), None)
+        if inside is not None:
+            # Inside a multi-line statement: it moves just above the statement.
+            comment.key = (inside.first_line, 0, line)
+        items.append(comment)
+    return sorted(items, key=lambda i: i.key)
+
+
+def _after_statement(source: Source, offset: int) -> bool:
+    """True if a comment follows code on its own line (so it trails that code)."""
+    start = source.text.rfind("\n", 0, offset) + 1
+    return source.text[start:offset].strip() != ""
+
+
+def _join(items: list[_Item], source: Source) -> str:
+    out: list[str] = []
+    previous: _Item | None = None
+    for item in items:
+        if previous is not None and (previous.is_policy or _blank_between(previous, item, source)):
+            out.append("")
+        lines = list(item.lines)
+        if item.trailing:
+            lines[-1] = lines[-1] + "  " + " ".join(item.trailing)
+        out.extend(lines)
+        previous = item
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _blank_between(a: _Item, b: _Item, source: Source) -> bool:
+    """Did the source have a blank line between two consecutive items?"""
+    end, start = a.last_line, b.first_line
+    if start <= end:
+        return False
+    return any(source.line_text(n).strip() == "" for n in range(end + 1, start))
+
+
+# -- printing --------------------------------------------------------------------
+
+
+def response_text(response: ir.Response) -> str:
+    parts = [str(response.status)]
+    if response.body is not None:
+        parts.append(policy_string(response.body.value))
+    if response.headers:
+        assigns = ", ".join(
+            f"header {h.name} = {policy_string(h.value.value)}" for h in response.headers
+        )
+        parts.append(f"with {assigns}")
+    return " ".join(parts)
+
+
+def default_lines(response: ir.Response) -> list[str]:
+    return [f"default deny {response_text(response)}"]
+
+
+def rule_lines(rule: ir.Rule) -> list[str]:
+    """A rule as one line, or broken before its top-level `and`/`or` if too long."""
+    head = "allow" if rule.action is ir.Action.ALLOW else "deny"
+    if rule.response is not None:
+        head = f"{head} {response_text(rule.response)}"
+    if rule.condition is None or rule.guard is None:
+        return [head]
+    head = f"{head} {rule.guard.value}"
+    cond = rule.condition
+    line = f"{head} {condition_text(cond)}"
+    if len(line) <= MAX_WIDTH or not isinstance(cond, ir.And | ir.Or):
+        return [line]
+    word = "and" if isinstance(cond, ir.And) else "or"
+    texts = [_operand_text(op, cond) for op in cond.operands]
+    return [f"{head} {texts[0]}", *(f"{INDENT}{word} {t}" for t in texts[1:])]
+
+
+def condition_text(cond: ir.Condition) -> str:
+    """A condition with the fewest parentheses that parse back to the same IR."""
+    if isinstance(cond, ir.Compare):
+        return compare_text(cond)
+    if isinstance(cond, ir.Not):
+        inner = cond.operand
+        text = condition_text(inner)
+        return f"not ({text})" if isinstance(inner, ir.And | ir.Or) else f"not {text}"
+    word = " and " if isinstance(cond, ir.And) else " or "
+    return word.join(_operand_text(op, cond) for op in cond.operands)
+
+
+def _operand_text(op: ir.Condition, parent: ir.And | ir.Or) -> str:
+    """Parenthesise an operand that would otherwise bind differently.
+
+    `or` inside `and` needs them; so does an `and`/`or` nested in the same kind
+    (the parser only flattens the left operand, so `a and (b and c)` is a
+    different tree from `a and b and c`).
+    """
+    text = condition_text(op)
+    if isinstance(op, ir.Or) or (isinstance(op, ir.And) and isinstance(parent, ir.And)):
+        return f"({text})"
+    return text
+
+
+def compare_text(cmp: ir.Compare) -> str:
+    subject = cmp.subject.label
+    if cmp.op is ir.Op.EXISTS:
+        return f"{subject} exists"
+    if cmp.op in (ir.Op.IN, ir.Op.NOT_IN):
+        value = "[" + ", ".join(policy_string(v.value) for v in cmp.values) + "]"
+    else:
+        value = policy_string(cmp.values[0].value)
+    suffix = " ignoring case" if cmp.ignore_case else ""
+    return f"{subject} {cmp.op.value} {value}{suffix}"

@@ -1,0 +1,382 @@
+"""Stage 8, deploy: the image digest → WasmPlugin, EnvoyExtensionPolicy and Envoy filter config.
+
+Each manifest pins the image by its manifest digest (`sha256:` is its hex), so
+what was reviewed is what runs.  Before a push there is no registry reference
+yet, so the image URL points at the reserved `.invalid` domain
+(`unpushed.invalid/hdrpolicy/NAME:unpushed`, RFC 2606): the manifest still
+validates against its CRD and already carries the right digest (it is a
+function of the wasm bytes), but it is obviously unpushed and can never fetch
+anything by accident.  `pin_manifests` rewrites the URL after a push and keeps
+every other choice made at compile time.
+
+The policy file, its sha256 and the wasm's sha256 are written as a header
+comment for people and as `metadata.annotations` for `pin_manifests`, which
+rebuilds the header from them.  Output is deterministic: fixed key order,
+no timestamps, no absolute paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+WASMPLUGIN = "wasmplugin.yaml"
+ENVOY_EXTENSION_POLICY = "envoyextensionpolicy.yaml"
+ENVOY = "envoy.yaml"
+MANIFESTS = (WASMPLUGIN, ENVOY_EXTENSION_POLICY, ENVOY)
+
+UNPUSHED_REGISTRY = "unpushed.invalid"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# Kinds Envoy Gateway accepts in an EnvoyExtensionPolicy's targetRefs.
+EG_TARGET_KINDS = (
+    "Gateway",
+    "ListenerSet",
+    "HTTPRoute",
+    "GRPCRoute",
+    "TCPRoute",
+    "UDPRoute",
+    "TLSRoute",
+)
+# Envoy Gateway's quickstart Gateway, the target when none is given.
+EG_DEFAULT_TARGET = ("Gateway", "eg")
+ANNOTATION_POLICY = "hdrpolicy.io/policy"
+ANNOTATION_POLICY_SHA256 = "hdrpolicy.io/policy-sha256"
+ANNOTATION_WASM_SHA256 = "hdrpolicy.io/wasm-sha256"
+_HEX64 = re.compile(r"[a-f0-9]{64}")
+
+
+class ManifestError(Exception):
+    """Options that cannot make a valid manifest, or a manifest file that cannot be pinned."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Phase(StrEnum):
+    AUTHN = "AUTHN"
+    AUTHZ = "AUTHZ"
+    STATS = "STATS"
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """A Gateway API object the plug-in attaches to (`--target-ref Kind/name`)."""
+
+    kind: str
+    name: str
+    group: str = GATEWAY_API_GROUP
+
+    @classmethod
+    def parse(cls, text: str) -> TargetRef:
+        """`Kind/name`; `Service` is in the core group, everything else in Gateway API's."""
+        kind, sep, name = text.partition("/")
+        if not sep or not re.fullmatch(r"[A-Za-z][-A-Za-z0-9]*", kind) or not name or "/" in name:
+            raise ManifestError(
+                f"`{text}` is not a target reference; expected KIND/NAME, e.g. `Gateway/eg`"
+            )
+        return cls(kind, name, "" if kind == "Service" else GATEWAY_API_GROUP)
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What the user can override; the defaults are the tutorial's."""
+
+    # None: `istio-system` for the WasmPlugin, `default` for the EnvoyExtensionPolicy.
+    namespace: str | None = None
+    # None: `{istio: ingressgateway}`, unless a target_ref is given (Istio allows only one).
+    selector: Mapping[str, str] | None = None
+    target_ref: TargetRef | None = None
+    phase: Phase = Phase.AUTHN
+    priority: int | None = None
+    pull_secret: str | None = None
+    fail_open: bool = False
+    # Where envoy.yaml loads the plug-in from (relative to Envoy's working directory).
+    wasm_path: str = "plugin.wasm"
+
+    def __post_init__(self) -> None:
+        if self.selector is not None and self.target_ref is not None:
+            raise ManifestError("give a selector or a target reference, not both")
+        if self.selector is not None and not self.selector:
+            raise ManifestError("the selector is empty")
+        if self.priority is not None and not -(2**31) <= self.priority < 2**31:
+            raise ManifestError(f"priority `{self.priority}` is not a 32-bit integer")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """The plug-in being deployed: its name, provenance and image."""
+
+    name: str
+    policy_file: str
+    policy_sha256: str
+    wasm_sha256: str
+    image_digest: str
+    # `registry/repository:tag` once pushed; None before.
+    image_ref: str | None = None
+
+    @classmethod
+    def from_files(
+        cls, name: str, policy: Path, wasm: Path, image_digest: str, image_ref: str | None = None
+    ) -> PluginInfo:
+        """Hash the files; only the policy's file name is recorded, never its directory."""
+        return cls(
+            name=name,
+            policy_file=policy.name,
+            policy_sha256=hashlib.sha256(policy.read_bytes()).hexdigest(),
+            wasm_sha256=hashlib.sha256(wasm.read_bytes()).hexdigest(),
+            image_digest=image_digest,
+            image_ref=image_ref,
+        )
+
+    @property
+    def digest_hex(self) -> str:
+        hex_ = self.image_digest.removeprefix("sha256:")
+        if not _HEX64.fullmatch(hex_):
+            raise ManifestError(f"`{self.image_digest}` is not a sha256 image digest")
+        return hex_
+
+    @property
+    def ref(self) -> str:
+        """The image reference, or the obviously unpushed placeholder."""
+        return self.image_ref or f"{UNPUSHED_REGISTRY}/hdrpolicy/{self.name}:unpushed"
+
+    @property
+    def pushed(self) -> bool:
+        return self.image_ref is not None
+
+
+def _header(info: PluginInfo, what: str) -> str:
+    lines = [
+        f"# {what}, generated by hdrpolicy from {info.policy_file}",
+        f"# policy sha256: {info.policy_sha256}",
+        f"# plugin.wasm sha256: {info.wasm_sha256}",
+        f"# image digest: {info.image_digest}",
+    ]
+    if info.pushed:
+        lines.append(f"# image: {info.ref}")
+    else:
+        lines.append("# NOT PUSHED YET: the image URL points at `unpushed.invalid`;")
+        lines.append("# run `hdrpolicy push DIR REGISTRY/REPOSITORY:TAG` to pin the pushed image.")
+    return "\n".join(lines) + "\n"
+
+
+def _annotations(info: PluginInfo) -> dict[str, str]:
+    return {
+        ANNOTATION_POLICY: info.policy_file,
+        ANNOTATION_POLICY_SHA256: info.policy_sha256,
+        ANNOTATION_WASM_SHA256: info.wasm_sha256,
+    }
+
+
+def _dump(doc: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False, width=1000)
+
+
+def wasmplugin(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
+    """Istio's WasmPlugin, in the tutorial's shape and key order."""
+    spec: dict[str, Any] = {
+        "url": f"oci://{info.ref}",
+        "sha256": info.digest_hex,
+        "imagePullPolicy": "IfNotPresent",
+    }
+    if options.pull_secret:
+        spec["imagePullSecret"] = options.pull_secret
+    if options.target_ref is not None:
+        ref = options.target_ref
+        spec["targetRef"] = {"group": ref.group, "kind": ref.kind, "name": ref.name}
+    else:
+        labels = options.selector or {"istio": "ingressgateway"}
+        spec["selector"] = {"matchLabels": {k: labels[k] for k in sorted(labels)}}
+    spec["phase"] = options.phase.value
+    if options.priority is not None:
+        spec["priority"] = options.priority
+    spec["failStrategy"] = "FAIL_OPEN" if options.fail_open else "FAIL_CLOSE"
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": {
+            "name": info.name,
+            "namespace": options.namespace or "istio-system",
+            "annotations": _annotations(info),
+        },
+        "spec": spec,
+    }
+
+
+def envoyextensionpolicy(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
+    """Envoy Gateway's EnvoyExtensionPolicy: the same image and digest, attached to a Gateway."""
+    kind, name = EG_DEFAULT_TARGET
+    group = GATEWAY_API_GROUP
+    if options.target_ref is not None:
+        kind, name, group = (
+            options.target_ref.kind,
+            options.target_ref.name,
+            options.target_ref.group,
+        )
+        if kind not in EG_TARGET_KINDS or group != GATEWAY_API_GROUP:
+            raise ManifestError(
+                f"Envoy Gateway cannot attach a policy to `{kind}`; use one of "
+                + ", ".join(f"`{k}`" for k in EG_TARGET_KINDS)
+            )
+    image: dict[str, Any] = {"url": info.ref, "sha256": info.digest_hex}
+    if options.pull_secret:
+        image["pullSecretRef"] = {"name": options.pull_secret}
+    return {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": {
+            "name": info.name,
+            "namespace": options.namespace or "default",
+            "annotations": _annotations(info),
+        },
+        "spec": {
+            "targetRefs": [{"group": group, "kind": kind, "name": name}],
+            "wasm": [
+                {
+                    "name": info.name,
+                    "code": {"type": "Image", "image": image},
+                    "failOpen": options.fail_open,
+                }
+            ],
+        },
+    }
+
+
+def envoy_filters(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
+    """`http_filters` for a plain Envoy: the plug-in from a local file, then the router."""
+    return {
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": info.name,
+                        "fail_open": options.fail_open,
+                        "vm_config": {
+                            "vm_id": info.name,
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": options.wasm_path}},
+                        },
+                    },
+                },
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            },
+        ]
+    }
+
+
+_ENVOY_NOTE = (
+    "# Paste into an http_connection_manager's config; Envoy has no sha256 check for\n"
+    "# local code, so compare `sha256sum plugin.wasm` with the line above.\n"
+)
+
+
+def render(info: PluginInfo, options: DeployOptions) -> dict[str, str]:
+    """File name → text for all three manifests."""
+    return {
+        WASMPLUGIN: _header(info, "Istio WasmPlugin") + _dump(wasmplugin(info, options)),
+        ENVOY_EXTENSION_POLICY: _header(info, "Envoy Gateway EnvoyExtensionPolicy")
+        + _dump(envoyextensionpolicy(info, options)),
+        ENVOY: _header(info, "Envoy HTTP filter config")
+        + _ENVOY_NOTE
+        + _dump(envoy_filters(info, options)),
+    }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Temp file in the same directory, then `os.replace`: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifests(out_dir: Path, info: PluginInfo, options: DeployOptions) -> list[str]:
+    """(Re)write all three manifests into `out_dir`; returns the file names, sorted."""
+    texts = render(info, options)  # render everything first: a bad option writes nothing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        write_atomically(out_dir / name, text)
+    return sorted(texts)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(f"cannot read `{path}`: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"`{path}` is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        raise ManifestError(f"`{path}` is not a Kubernetes manifest")
+    return doc
+
+
+def _info_from(doc: dict[str, Any], path: Path, image_ref: str, digest: str) -> PluginInfo:
+    annotations = doc["metadata"].get("annotations") or {}
+    try:
+        return PluginInfo(
+            name=str(doc["metadata"]["name"]),
+            policy_file=str(annotations[ANNOTATION_POLICY]),
+            policy_sha256=str(annotations[ANNOTATION_POLICY_SHA256]),
+            wasm_sha256=str(annotations[ANNOTATION_WASM_SHA256]),
+            image_digest=digest,
+            image_ref=image_ref,
+        )
+    except KeyError as exc:
+        raise ManifestError(f"`{path}` was not generated by hdrpolicy (missing {exc})") from exc
+
+
+def pin_manifests(out_dir: Path, image_ref: str, digest: str) -> list[str]:
+    """After a push: point the Kubernetes manifests at `image_ref` and pin `digest`.
+
+    Everything else in them (namespace, selector, phase, …) is kept as compiled.
+    `envoy.yaml` loads a local file and is left alone.  Returns the files rewritten.
+    """
+    rewritten = []
+    for name in (WASMPLUGIN, ENVOY_EXTENSION_POLICY):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        doc = _load(path)
+        info = _info_from(doc, path, image_ref, digest)
+        spec = doc.get("spec") or {}
+        if name == WASMPLUGIN:
+            spec["url"] = f"oci://{info.ref}"
+            spec["sha256"] = info.digest_hex
+            what = "Istio WasmPlugin"
+        else:
+            for plugin in spec.get("wasm") or []:
+                image = plugin.get("code", {}).get("image")
+                if isinstance(image, dict):
+                    image["url"] = info.ref
+                    image["sha256"] = info.digest_hex
+            what = "Envoy Gateway EnvoyExtensionPolicy"
+        write_atomically(path, _header(info, what) + _dump(doc))
+        rewritten.append(name)
+    if not rewritten:
+        raise ManifestError(f"no manifests to pin in `{out_dir}`; compile the policy first")
+    return rewritten

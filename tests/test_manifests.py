@@ -1,0 +1,186 @@
+"""Deployment manifests: valid against their CRDs, pinned by digest, deterministic."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from hdrpolicy import manifests as m
+from registry import crd_schema
+
+ISTIO_CRD = "istio-wasmplugin-crd.yaml"
+EG_CRD = "envoy-gateway-envoyextensionpolicy-crd.yaml"
+DIGEST = "sha256:" + "ab" * 32
+INFO = m.PluginInfo(
+    name="header-authorization",
+    policy_file="header-authorization.hp",
+    policy_sha256="11" * 32,
+    wasm_sha256="22" * 32,
+    image_digest=DIGEST,
+)
+OPTION_SETS = {
+    "defaults": m.DeployOptions(),
+    "gateway": m.DeployOptions(
+        namespace="edge",
+        target_ref=m.TargetRef.parse("Gateway/public"),
+        phase=m.Phase.AUTHZ,
+        priority=10,
+        pull_secret="wasm-secret",
+        fail_open=True,
+    ),
+    "selector": m.DeployOptions(selector={"app": "api", "istio": "ingressgateway"}, priority=-5),
+}
+
+
+def validate_istio(doc: dict[str, Any]) -> None:
+    jsonschema.validate(doc, crd_schema(ISTIO_CRD))
+    assert (doc["apiVersion"], doc["kind"]) == ("extensions.istio.io/v1alpha1", "WasmPlugin")
+    # CEL rule jsonschema cannot check: only one of selector, targetRef, targetRefs.
+    assert sum(k in doc["spec"] for k in ("selector", "targetRef", "targetRefs")) <= 1
+
+
+def validate_eg(doc: dict[str, Any]) -> None:
+    jsonschema.validate(doc, crd_schema(EG_CRD))
+    assert (doc["apiVersion"], doc["kind"]) == (
+        "gateway.envoyproxy.io/v1alpha1",
+        "EnvoyExtensionPolicy",
+    )
+    # CEL rules: targetRefs in the Gateway API group, of a kind EG accepts; Image needs image.
+    for ref in doc["spec"]["targetRefs"]:
+        assert ref["group"] == "gateway.networking.k8s.io"
+        assert ref["kind"] in m.EG_TARGET_KINDS
+    for plugin in doc["spec"]["wasm"]:
+        assert plugin["code"]["type"] == "Image" and "image" in plugin["code"]
+
+
+def load(text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_SETS))
+def test_manifests_validate_against_their_crds(case: str) -> None:
+    texts = m.render(INFO, OPTION_SETS[case])
+    validate_istio(load(texts[m.WASMPLUGIN]))
+    validate_eg(load(texts[m.ENVOY_EXTENSION_POLICY]))
+
+
+def test_wasmplugin_defaults_are_the_tutorials() -> None:
+    doc = load(m.render(INFO, m.DeployOptions())[m.WASMPLUGIN])
+    assert doc["metadata"]["name"] == "header-authorization"
+    assert doc["metadata"]["namespace"] == "istio-system"
+    assert doc["spec"] == {
+        "url": "oci://unpushed.invalid/hdrpolicy/header-authorization:unpushed",
+        "sha256": "ab" * 32,
+        "imagePullPolicy": "IfNotPresent",
+        "selector": {"matchLabels": {"istio": "ingressgateway"}},
+        "phase": "AUTHN",
+        "failStrategy": "FAIL_CLOSE",
+    }
+
+
+def test_options_reach_both_kubernetes_manifests() -> None:
+    texts = m.render(INFO, OPTION_SETS["gateway"])
+    istio, eg = load(texts[m.WASMPLUGIN]), load(texts[m.ENVOY_EXTENSION_POLICY])
+    assert istio["metadata"]["namespace"] == eg["metadata"]["namespace"] == "edge"
+    assert istio["spec"]["targetRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "public",
+    }
+    assert "selector" not in istio["spec"]
+    assert (istio["spec"]["phase"], istio["spec"]["priority"]) == ("AUTHZ", 10)
+    assert istio["spec"]["imagePullSecret"] == "wasm-secret"
+    assert istio["spec"]["failStrategy"] == "FAIL_OPEN"
+    assert eg["spec"]["targetRefs"] == [istio["spec"]["targetRef"]]
+    (plugin,) = eg["spec"]["wasm"]
+    assert plugin["failOpen"] is True
+    assert plugin["code"]["image"]["pullSecretRef"] == {"name": "wasm-secret"}
+
+
+def test_eg_defaults_to_the_quickstart_gateway() -> None:
+    eg = load(m.render(INFO, m.DeployOptions())[m.ENVOY_EXTENSION_POLICY])
+    assert eg["metadata"]["namespace"] == "default"
+    assert eg["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
+    ]
+    assert eg["spec"]["wasm"][0]["code"]["image"] == {
+        "url": "unpushed.invalid/hdrpolicy/header-authorization:unpushed",
+        "sha256": "ab" * 32,
+    }
+
+
+def test_envoy_snippet_loads_the_local_file_with_v8() -> None:
+    text = m.render(INFO, m.DeployOptions())[m.ENVOY]
+    filters = load(text)["http_filters"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+    config = filters[0]["typed_config"]
+    assert config["@type"] == "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+    vm = config["config"]["vm_config"]
+    assert vm["runtime"] == "envoy.wasm.runtime.v8"
+    assert vm["code"] == {"local": {"filename": "plugin.wasm"}}
+    assert f"plugin.wasm sha256: {'22' * 32}" in text
+
+
+@pytest.mark.parametrize("name", m.MANIFESTS)
+def test_every_manifest_names_the_policy_and_its_hash(name: str) -> None:
+    text = m.render(INFO, m.DeployOptions())[name]
+    assert text.startswith("# ")
+    assert "header-authorization.hp" in text.splitlines()[0]
+    assert f"policy sha256: {'11' * 32}" in text
+    assert "NOT PUSHED YET" in text
+
+
+def test_output_is_deterministic() -> None:
+    options = m.DeployOptions(selector={"z": "1", "a": "2"})
+    assert m.render(INFO, options) == m.render(INFO, m.DeployOptions(selector={"a": "2", "z": "1"}))
+
+
+def test_write_then_pin(tmp_path: Path) -> None:
+    written = m.write_manifests(tmp_path, INFO, OPTION_SETS["gateway"])
+    assert written == sorted(m.MANIFESTS)
+    envoy_before = (tmp_path / m.ENVOY).read_bytes()
+    ref = "registry.example.com/test-oci/header-authorization:v0.0.1"
+    digest = "sha256:" + "cd" * 32
+    assert m.pin_manifests(tmp_path, ref, digest) == [m.WASMPLUGIN, m.ENVOY_EXTENSION_POLICY]
+    istio = load((tmp_path / m.WASMPLUGIN).read_text())
+    eg = load((tmp_path / m.ENVOY_EXTENSION_POLICY).read_text())
+    validate_istio(istio)
+    validate_eg(eg)
+    assert istio["spec"]["url"] == f"oci://{ref}"
+    assert istio["spec"]["sha256"] == eg["spec"]["wasm"][0]["code"]["image"]["sha256"] == "cd" * 32
+    assert eg["spec"]["wasm"][0]["code"]["image"]["url"] == ref
+    assert istio["spec"]["targetRef"]["name"] == "public", "compile-time choices survive"
+    assert istio["metadata"]["namespace"] == "edge"
+    text = (tmp_path / m.WASMPLUGIN).read_text()
+    assert "NOT PUSHED YET" not in text and f"# image: {ref}" in text
+    assert (tmp_path / m.ENVOY).read_bytes() == envoy_before
+    pinned = m.render(
+        replace(INFO, image_digest=digest, image_ref=ref),
+        OPTION_SETS["gateway"],
+    )
+    assert pinned[m.WASMPLUGIN] == text, "pinning equals generating with the ref"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(m.MANIFESTS), "no temp files"
+
+
+def test_pin_without_manifests_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(m.ManifestError, match="compile the policy first"):
+        m.pin_manifests(tmp_path, "registry.example.com/a:b", DIGEST)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(m.ManifestError, match="not both"):
+        m.DeployOptions(selector={"a": "b"}, target_ref=m.TargetRef.parse("Gateway/x"))
+    with pytest.raises(m.ManifestError, match="KIND/NAME"):
+        m.TargetRef.parse("gateway")
+    with pytest.raises(m.ManifestError, match="32-bit"):
+        m.DeployOptions(priority=2**31)
+    with pytest.raises(m.ManifestError, match="cannot attach a policy to `Service`"):
+        m.render(INFO, m.DeployOptions(target_ref=m.TargetRef.parse("Service/api")))
+    with pytest.raises(m.ManifestError, match="not a sha256"):
+        m.render(replace(INFO, image_digest="sha256:xyz"), m.DeployOptions())
