@@ -9,6 +9,9 @@ import pytest
 from hdrpolicy.compiler import CompileResult, compile_policy
 from hdrpolicy.toolchains import GO, Toolchain
 
+# The session-wide OCI registry fixture (`registry`).
+pytest_plugins = ["conftest_registry"]
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "policies"
 

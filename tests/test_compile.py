@@ -33,7 +33,7 @@ def test_every_example_compiles_to_wasm(example: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "Dockerfile").read_text() == (
         "FROM scratch\nADD ./plugin.wasm ./plugin.wasm\n"
     )
-    assert {"main.go", "go.mod", "go.sum"} <= set(result.written)
+    assert {"main.go", "go.mod", "go.sum", "oci", "wasmplugin.yaml"} <= set(result.written)
 
 
 def test_same_policy_gives_identical_bytes_in_any_directory(tmp_path: Path) -> None:
@@ -79,7 +79,10 @@ def test_recompile_keeps_other_files_and_drops_a_stale_wasm(tmp_path: Path) -> N
     compile_text(TUTORIAL, tmp_path)
     (tmp_path / "dist" / "notes.txt").write_text("keep me")
     result = compile_text(TUTORIAL, tmp_path, build_wasm=False)
-    assert result.removed == ["plugin.wasm"]
+    # Everything that depends on the wasm goes with it: no stale image or manifests.
+    assert sorted(result.removed) == sorted(
+        ["plugin.wasm", "oci", "wasmplugin.yaml", "envoyextensionpolicy.yaml", "envoy.yaml"]
+    )
     assert not (tmp_path / "dist" / "plugin.wasm").exists()
     assert (tmp_path / "dist" / "notes.txt").read_text() == "keep me"
 

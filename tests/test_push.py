@@ -299,33 +299,47 @@ def test_transient_failures_are_retried_with_backoff() -> None:
     assert client.session.calls == 4, "gives up after `attempts`"
 
 
-def test_a_real_compiled_plugin_end_to_end(
+def test_compile_and_push_from_the_command_line(
     registry: Registry, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """compile → OCI layout → manifests → push → pin: the issue's "done when", as a library."""
-    from hdrpolicy.compiler import compile_policy
-    from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
+    """The issue's "done when": `compile … --push REF --plain-http`, then an independent pull."""
+    import os
+    import subprocess
+    import sys
 
-    policy = Path(__file__).resolve().parents[1] / "examples/policies/header-authorization.hp"
-    out = tmp_path / "dist"
-    result = compile_policy(policy, out, TOOLCHAINS[ToolchainName.GO])
-    assert result.checked.ok and result.checked.policy is not None
-    image = oci.write_image_layout(out / "plugin.wasm", out / "oci")
-    info = manifests.PluginInfo.from_files(
-        result.checked.policy.name, policy, out / "plugin.wasm", image.manifest_digest
-    )
-    manifests.write_manifests(out, info, manifests.DeployOptions())
-    ref = registry.ref(repo(request))
-    pushed = push(registry, out / "oci", ref)
-    assert pushed.digest == image.manifest_digest
-    manifests.pin_manifests(out, ref, pushed.digest)
-
-    plugin = yaml.safe_load((out / manifests.WASMPLUGIN).read_text())
     import jsonschema
 
+    policy = Path(__file__).resolve().parents[1] / "examples/policies/header-authorization.hp"
+    ref = registry.ref(repo(request))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hdrpolicy", *args],
+            input=registry.password + "\n",
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=os.environ,
+            check=False,
+        )
+
+    first = cli(
+        *("compile", str(policy), "-o", "dist", "--push", ref, "--plain-http"),
+        *("--username", registry.username, "--password-stdin"),
+    )
+    assert first.returncode == 0, first.stderr
+    digest = first.stdout.strip()
+    assert digest.startswith("sha256:") and registry.password not in first.stderr
+    out = tmp_path / "dist"
+    plugin = yaml.safe_load((out / manifests.WASMPLUGIN).read_text())
     jsonschema.validate(plugin, crd_schema("istio-wasmplugin-crd.yaml"))
     assert plugin["spec"]["url"] == f"oci://{ref}"
-    assert plugin["spec"]["sha256"] == pushed.digest.removeprefix("sha256:")
-    assert inspect_digest(registry, ref) == pushed.digest
+    assert plugin["spec"]["sha256"] == digest.removeprefix("sha256:")
+    assert inspect_digest(registry, ref) == digest
     assert pull_wasm(registry, ref, tmp_path)[1] == (out / "plugin.wasm").read_bytes()
-    assert push(registry, out / "oci", ref).digest == pushed.digest
+
+    again = cli(
+        "push", "dist", ref, "--plain-http", "--username", registry.username, "--password-stdin"
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == digest

@@ -13,12 +13,15 @@ import typer
 from hdrpolicy import __version__, runner
 from hdrpolicy import explain as explain_decision
 from hdrpolicy.build import BuildError
-from hdrpolicy.compiler import compile_policy
+from hdrpolicy.compiler import OCI, compile_policy
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, render_json, render_text
 from hdrpolicy.evaluate import evaluate
+from hdrpolicy.manifests import DeployOptions, ManifestError, Phase, TargetRef, pin_manifests
+from hdrpolicy.oci import ImageError
 from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
 from hdrpolicy.policytests import load as load_tests
+from hdrpolicy.push import PushError, push_layout
 from hdrpolicy.runner import PolicyReport
 from hdrpolicy.runner import run as run_tests
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
@@ -104,12 +107,64 @@ def compile_command(
     no_build: Annotated[
         bool, typer.Option("--no-build", help="Write the Go sources only.")
     ] = False,
+    namespace: Annotated[
+        str | None, typer.Option(help="Manifest namespace (default istio-system / default).")
+    ] = None,
+    selector: Annotated[
+        list[str] | None,
+        typer.Option(help="WasmPlugin selector label KEY=VALUE (repeatable)."),
+    ] = None,
+    target_ref: Annotated[
+        str | None, typer.Option(help="Attach to KIND/NAME (e.g. Gateway/eg) instead.")
+    ] = None,
+    phase: Annotated[Phase, typer.Option(help="WasmPlugin phase.")] = Phase.AUTHN,
+    priority: Annotated[int | None, typer.Option(help="WasmPlugin priority.")] = None,
+    pull_secret: Annotated[
+        str | None, typer.Option(help="imagePullSecret for a private registry.")
+    ] = None,
+    fail_open: Annotated[
+        bool, typer.Option("--fail-open", help="failStrategy FAIL_OPEN (default FAIL_CLOSE).")
+    ] = False,
+    push: Annotated[
+        str | None, typer.Option("--push", help="Then push the image to REF (see `push`).")
+    ] = None,
+    username: Annotated[str | None, typer.Option(help="Registry user name.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")
+    ] = False,
+    plain_http: Annotated[
+        bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS, to the registry.")
+    ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Move a tag that names a different image.")
+    ] = False,
 ) -> None:
-    """Compile a policy into DIR: main.go, go.mod, go.sum, Dockerfile and plugin.wasm."""
+    """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     try:
-        result = compile_policy(
-            policy, out, TOOLCHAINS[toolchain], build_wasm=not no_build, progress=_progress
+        deploy = DeployOptions(
+            namespace=namespace,
+            selector=_pairs(selector, "--selector") if selector else None,
+            target_ref=TargetRef.parse(target_ref) if target_ref else None,
+            phase=phase,
+            priority=priority,
+            pull_secret=pull_secret,
+            fail_open=fail_open,
         )
+        password = _password(password_stdin)
+        result = compile_policy(
+            policy,
+            out,
+            TOOLCHAINS[toolchain],
+            build_wasm=not no_build,
+            deploy=deploy,
+            progress=_progress,
+        )
+    except (ManifestError, ImageError) as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
     except OSError as exc:
         _err(f"error: {exc.strerror or exc}: `{exc.filename or policy}`")
         raise typer.Exit(FAILED) from None
@@ -129,6 +184,91 @@ def compile_command(
         _err(f"wrote {', '.join(result.written)} to `{out}`")
         raise typer.Exit(SKIPPED_BUILD)
     _err(f"wrote {', '.join(result.written)} to `{out}`")
+    if push is not None:
+        if result.image_digest is None:
+            _err("error: --push needs plugin.wasm: drop --no-build")
+            raise typer.Exit(FAILED)
+        _push(out, push, username, password, plain_http, insecure, force)
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ManifestError(f"`{option} {item}` is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _password(from_stdin: bool) -> str | None:
+    if not from_stdin:
+        return None
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ManifestError("--password-stdin: nothing was read from standard input")
+    return password
+
+
+def _push(
+    out: Path,
+    ref: str,
+    username: str | None,
+    password: str | None,
+    plain_http: bool,
+    insecure: bool,
+    force: bool,
+) -> None:
+    """Push DIR/oci to REF, verify it, and pin the manifests to the digest."""
+    _progress(f"pushing to {ref}")
+    try:
+        pushed = push_layout(
+            out / OCI,
+            ref,
+            username=username,
+            password=password,
+            plain_http=plain_http,
+            tls_verify=not insecure,
+            force=force,
+        )
+        pinned = pin_manifests(out, pushed.reference, pushed.digest)
+    except (PushError, ManifestError) as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    for note in pushed.notes:
+        _err(f"note: {note}")
+    _err(f"pushed {pushed.reference}; pinned {', '.join(pinned)}")
+    typer.echo(pushed.digest)
+
+
+@app.command(name="push")
+def push_command(
+    directory: Annotated[Path, typer.Argument(help="A directory written by `compile`.")],
+    ref: Annotated[str, typer.Argument(help="REGISTRY/REPOSITORY:TAG")],
+    username: Annotated[str | None, typer.Option(help="Registry user name.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")
+    ] = False,
+    plain_http: Annotated[
+        bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS, to the registry.")
+    ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Move a tag that names a different image.")
+    ] = False,
+) -> None:
+    """Push DIR/oci to REF, print its digest, and pin DIR's manifests to it."""
+    if not (directory / OCI).is_dir():
+        _err(f"error: `{directory / OCI}` does not exist; run `hdrpolicy compile` first")
+        raise typer.Exit(FAILED)
+    try:
+        password = _password(password_stdin)
+    except ManifestError as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    _push(directory, ref, username, password, plain_http, insecure, force)
 
 
 @app.command()

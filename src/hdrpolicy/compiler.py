@@ -16,10 +16,13 @@ from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
 from hdrpolicy.emit import emit
+from hdrpolicy.manifests import DeployOptions, PluginInfo, write_manifests
+from hdrpolicy.oci import write_image_layout
 from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.toolchains import Toolchain
 
 WASM = "plugin.wasm"
+OCI = "oci"
 
 
 @dataclass
@@ -29,6 +32,8 @@ class CompileResult:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     built_with: str | None = None
+    # The OCI image manifest digest (sha256:…), when plugin.wasm was built.
+    image_digest: str | None = None
     # Set when the sources were written but the build was skipped (no toolchain).
     skipped_build: ToolchainMissing | None = None
 
@@ -39,6 +44,7 @@ def compile_policy(
     toolchain: Toolchain,
     *,
     build_wasm: bool = True,
+    deploy: DeployOptions | None = None,
     progress: Progress = lambda _: None,
 ) -> CompileResult:
     """Compile one policy file into `out_dir`; raises BuildError when a build fails.
@@ -67,6 +73,14 @@ def compile_policy(
                 if toolchain.name.value == "go":
                     raise
                 result.skipped_build = missing
+        if (staging / WASM).is_file():
+            # The image and the manifests that pin it, next to the Dockerfile.
+            image = write_image_layout(staging / WASM, staging / OCI, checked.policy.name)
+            result.image_digest = image.manifest_digest
+            info = PluginInfo.from_files(
+                checked.policy.name, policy_path, staging / WASM, image.manifest_digest
+            )
+            write_manifests(staging, info, deploy or DeployOptions())
         produced = sorted(p.name for p in staging.iterdir())
         result.removed = _move_into_place(staging, out_dir, produced)
         result.written = produced
@@ -116,7 +130,18 @@ def _directory_mode() -> int:
 
 # Files a compile may produce; a stale one that this compile did not produce
 # is removed, so the directory never mixes two compiles.
-GENERATED = ("main.go", "nottinygc.go", "go.mod", "go.sum", "Dockerfile", WASM)
+GENERATED = (
+    "main.go",
+    "nottinygc.go",
+    "go.mod",
+    "go.sum",
+    "Dockerfile",
+    WASM,
+    OCI,
+    "wasmplugin.yaml",
+    "envoyextensionpolicy.yaml",
+    "envoy.yaml",
+)
 
 
 def _move_into_place(staging: Path, out_dir: Path, produced: list[str]) -> list[str]:
@@ -126,15 +151,21 @@ def _move_into_place(staging: Path, out_dir: Path, produced: list[str]) -> list[
         return []
     for name in produced:
         target = out_dir / name
-        if (staging / name).is_dir():
-            if target.exists():
-                shutil.rmtree(target)
+        if (staging / name).is_dir() and target.exists():
+            # Swap directories: the old one is deleted only once the new one is in place.
+            old = staging / f".old-{name}"
+            os.replace(target, old)
             os.replace(staging / name, target)
         else:
             os.replace(staging / name, target)
     removed = []
     for name in GENERATED:
-        if name not in produced and (out_dir / name).is_file():
-            (out_dir / name).unlink()
-            removed.append(name)
+        stale = out_dir / name
+        if name in produced or not stale.exists():
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+        removed.append(name)
     return removed
