@@ -214,12 +214,16 @@ def load(path: Path) -> TestFile:
         root = yaml.compose(source.text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and (mark is None or mark.index >= len(source.text)):
+            # "unexpected end of stream": point at where the construct began instead.
+            mark = exc.context_mark
         offset = mark.index if mark is not None else 0
         result.diagnostics.append(
             Diagnostic(
                 "HP301",
                 Severity.ERROR,
-                f"invalid YAML: {exc.problem or exc}",
+                f"invalid YAML: {exc.problem or exc}"
+                + (f" ({exc.context})" if exc.context else ""),
                 source.span(offset, offset + 1),
             )
         )

@@ -1,0 +1,204 @@
+"""The reference evaluator, `explain`, policy test files and `hdrpolicy test`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES
+
+from hdrpolicy.diagnostics import Source, render_text
+from hdrpolicy import ir
+from hdrpolicy.evaluate import Headers, evaluate
+from hdrpolicy.pipeline import check_source
+from hdrpolicy.policytests import load
+
+TESTFILES = Path(__file__).parent / "testfiles"
+
+
+def policy_of(text: str) -> ir.Policy:
+    checked = check_source(Source("p.hp", text), "p")
+    assert checked.ok and checked.policy is not None, checked.diagnostics
+    return checked.policy
+
+
+def req(
+    *headers: tuple[str, str], method: str = "GET", path: str = "/", host: str = "h"
+) -> Headers:
+    base = [(":method", method), (":path", path), (":authority", host), *headers]
+    return [(k.encode(), v.encode()) for k, v in base]
+
+
+def hdrpolicy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hdrpolicy", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+# -- the evaluator ----------------------------------------------------------------
+
+
+def test_first_rule_that_fires_decides() -> None:
+    policy = policy_of(
+        'allow when header a == "1"\ndeny 401 "one" when header b exists\ndefault deny 404 "d"\n'
+    )
+    assert evaluate(policy, req(("a", "1"), ("b", "x"))).allowed
+    denied = evaluate(policy, req(("b", "x")))
+    assert (denied.status, denied.body, denied.rule and denied.rule.span.line) == (401, b"one", 2)
+    fallback = evaluate(policy, req())
+    assert (fallback.status, fallback.is_default) == (404, True)
+
+
+def test_missing_header_negations() -> None:
+    policy = policy_of('deny 403 when header a != "x"\n')
+    assert not evaluate(policy, req()).allowed  # != is true for a missing header
+    assert evaluate(policy, req(("a", "x"))).allowed
+    policy = policy_of('deny 403 when header a not in ["x"]\n')
+    assert not evaluate(policy, req()).allowed
+
+
+@pytest.mark.parametrize(
+    ("rule", "first_then_second"),
+    [
+        ('allow when header x-role == "admin"\ndefault deny 403', ("user", "admin")),
+        ('allow when header x-role == "admin"\ndefault deny 403', ("admin", "user")),
+        ('deny 403 when header x-role == "admin"', ("user", "admin")),
+        ('deny 403 when header x-role == "admin"', ("admin", "user")),
+        ('deny 403 unless header x-role == "user"', ("user", "admin")),
+    ],
+)
+def test_repeated_header_cannot_be_used_to_pass(
+    rule: str, first_then_second: tuple[str, str]
+) -> None:
+    """Whichever value the service behind reads, the request is refused."""
+    policy = policy_of(rule + "\n")
+    a, b = first_then_second
+    decision = evaluate(policy, req(("x-role", a), ("x-role", b)))
+    assert not decision.allowed
+    assert decision.readings == 3
+
+
+def test_repeated_header_with_same_values_passes_an_allow_only_if_every_reading_does() -> None:
+    policy = policy_of('deny 403 unless header x contains "ok"\n')
+    assert evaluate(policy, req(("x", "ok"), ("x", "ok too"))).allowed
+
+
+def test_too_many_readings_is_refused_with_431() -> None:
+    policy = policy_of('deny 403 when header a == "x" or header b == "y"\n')
+    many = [("a", str(i)) for i in range(8)] + [("b", str(i)) for i in range(8)]
+    decision = evaluate(policy, req(*many))
+    assert (decision.status, decision.too_many_readings) == (431, True)
+
+
+def test_subject_normalisation() -> None:
+    policy = policy_of(
+        'deny 401 when path == "/a"\ndeny 402 when host == "api.example.com"\n'
+        'deny 403 when header x == "v"\n'
+    )
+    assert evaluate(policy, req(path="/a?b=c")).status == 401
+    assert evaluate(policy, req(host="API.Example.com:8443")).status == 402
+    assert evaluate(policy, req(host="[::1]:80")).allowed
+    assert evaluate(policy, req(("X", "  v\t"))).status == 403
+
+
+def test_ignoring_case_folds_ascii_only() -> None:
+    policy = policy_of('deny 403 when header x == "é-a" ignoring case\n')
+    assert evaluate(policy, req(("x", "é-A"))).status == 403
+    assert evaluate(policy, req(("x", "É-a"))).allowed
+
+
+# -- explain ----------------------------------------------------------------------
+
+
+def test_explain_text_and_json() -> None:
+    policy = str(EXAMPLES / "header-authorization.hp")
+    start = time.monotonic()
+    text = hdrpolicy("explain", policy, "--header", "allow=false")
+    elapsed = time.monotonic() - start
+    assert text.returncode == 0, text.stderr
+    assert 'decision: deny 403 "Forbidden by ASM Wasm Plugin"' in text.stdout
+    assert '(header allow is "false") → false' in text.stdout
+    data = json.loads(hdrpolicy("explain", policy, "-H", "allow=true", "--format", "json").stdout)
+    assert data["decision"] == "allow"
+    assert data["trace"][0]["comparisons"][0]["value"] == "true"
+    print(f"explain took {elapsed:.2f}s")  # a figure, not an assertion: machines are noisy
+
+
+def test_explain_rejects_a_malformed_header() -> None:
+    proc = hdrpolicy("explain", str(EXAMPLES / "header-authorization.hp"), "-H", "allow")
+    assert proc.returncode == 1 and "NAME=VALUE" in proc.stderr
+
+
+# -- test files -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "message"),
+    [
+        ("unknown-key", 3, "unknown key `reqest` in a case"),
+        ("unquoted-bool", 3, "a header value must be a string, not `true`"),
+        ("bad-expect", 3, "`expect` is `allow` or a deny mapping, not `permit`"),
+        ("bad-expect", 5, "`status` must be a whole number"),
+        ("bad-expect", 7, "a header must be a [name, value] pair"),
+        ("duplicate-names", 4, "duplicate case name `same`"),
+        ("not-yaml", 2, "invalid YAML"),
+    ],
+)
+def test_test_file_errors_point_at_the_yaml_line(name: str, line: int, message: str) -> None:
+    loaded = load(TESTFILES / f"{name}.tests.yaml")
+    found = [(d.span.line, d.message) for d in loaded.diagnostics]
+    assert any(ln == line and msg.startswith(message) for ln, msg in found), found
+    rendered = render_text(loaded.source, loaded.diagnostics[0])
+    assert f"{name}.tests.yaml:" in rendered and "^" in rendered
+
+
+def test_every_example_has_a_tests_file() -> None:
+    for policy in EXAMPLES.glob("*.hp"):
+        assert policy.with_name(policy.stem + ".tests.yaml").is_file(), policy
+
+
+def test_hdrpolicy_test_passes_on_the_examples(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    proc = hdrpolicy("test", *map(str, sorted(EXAMPLES.glob("*.hp"))), "--junit-xml", str(junit))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith("passed, 0 failed")
+    suites = ET.parse(junit).getroot()
+    assert int(suites[0].get("tests", "0")) > 0
+
+
+def test_a_wrong_expectation_fails_with_a_diff_and_a_trace(tmp_path: Path) -> None:
+    policy = tmp_path / "p.hp"
+    policy.write_text((EXAMPLES / "header-authorization.hp").read_text())
+    (tmp_path / "p.tests.yaml").write_text(
+        "cases:\n"
+        "  - name: wrong on purpose\n"
+        "    request: {headers: {allow: 'true'}}\n"
+        "    expect: {status: 403}\n"
+        "  - name: right\n"
+        "    expect: {status: 403}\n"
+    )
+    proc = hdrpolicy("test", str(policy))
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "FAIL" in out and "wrong on purpose" in out and "p.tests.yaml:2" in out
+    assert "expected: deny 403" in out and "actual:   allow" in out
+    assert '(header allow is "true") → true' in out
+    assert out.splitlines()[-1] == "1 passed, 1 failed"
+    data = json.loads(hdrpolicy("test", str(policy), "--format", "json").stdout)
+    assert [c["passed"] for c in data["policies"][0]["cases"]] == [False, True]
+
+
+def test_missing_tests_file_is_an_error(tmp_path: Path) -> None:
+    policy = tmp_path / "p.hp"
+    policy.write_text("deny 403 when header a exists\n")
+    proc = hdrpolicy("test", str(policy))
+    assert proc.returncode == 1 and "p.tests.yaml" in proc.stderr and "Traceback" not in proc.stderr
