@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
 
-from hdrpolicy.diagnostics import Source, render_text
+from conftest import EXAMPLES
 from hdrpolicy import ir
+from hdrpolicy.diagnostics import Source, render_text
 from hdrpolicy.evaluate import Headers, evaluate
 from hdrpolicy.pipeline import check_source
 from hdrpolicy.policytests import load
