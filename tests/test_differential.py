@@ -15,10 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import compile_text
+from hdrpolicy.diagnostics import Source
+from hdrpolicy.emit import emit
 from hdrpolicy.evaluate import Headers, evaluate
-from hdrpolicy.host import run_plugin
+from hdrpolicy.host import run_native, run_plugin
+from hdrpolicy.pipeline import check_source
 from hdrpolicy.printer import policy_string
 from hdrpolicy.runner import agreement
+from hdrpolicy.toolchains import TINYGO
 
 HEADERS = ["x-a", "x-b", "x-role"]
 WORDS = ["", "a", "A", "ab", "b", "admin", "user", "a, b", "/x", "/x/y", "GET", "é"]
@@ -116,4 +120,21 @@ def test_plugin_agrees_with_evaluator(
     plugin = run_plugin(Path(result.out_dir) / "plugin.wasm", reqs)
     for req, got in zip(reqs, plugin, strict=True):
         decision = evaluate(result.checked.policy, req)
+        assert agreement(decision, got) is None, (policy, req, agreement(decision, got))
+
+
+@settings(
+    max_examples=3,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policy=policies(), reqs=st.lists(requests(), min_size=60, max_size=60))
+def test_tinygo_target_go_agrees_with_evaluator(policy: str, reqs: list[Headers]) -> None:
+    """The tinygo target's Go, run natively against the tetratelabs SDK's emulator."""
+    checked = check_source(Source("policy.hp", policy), "policy")
+    assert checked.ok and checked.policy, (policy, checked.diagnostics)
+    module = emit(checked.policy, checked.source, "policy.hp", TINYGO)
+    for req, got in zip(reqs, run_native(module, reqs), strict=True):
+        decision = evaluate(checked.policy, req)
         assert agreement(decision, got) is None, (policy, req, agreement(decision, got))

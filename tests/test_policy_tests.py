@@ -202,3 +202,10 @@ def test_missing_tests_file_is_an_error(tmp_path: Path) -> None:
     policy.write_text("deny 403 when header a exists\n")
     proc = hdrpolicy("test", str(policy))
     assert proc.returncode == 1 and "p.tests.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tinygo_target_runs_natively_and_says_so() -> None:
+    proc = hdrpolicy("test", str(EXAMPLES / "header-authorization.hp"), "--toolchain", "tinygo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "its wasm itself was not run" in proc.stdout
+    assert proc.stdout.splitlines()[-1].endswith("passed, 0 failed")

@@ -323,6 +323,9 @@ def test_command(
     junit_xml: Annotated[
         Path | None, typer.Option("--junit-xml", help="Also write a JUnit XML report here.")
     ] = None,
+    toolchain: Annotated[
+        ToolchainName, typer.Option(help="Which target's plug-in to run the cases on.")
+    ] = ToolchainName.GO,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
     if tests is not None and len(policies) != 1:
@@ -343,7 +346,7 @@ def test_command(
             reports.append(report)
             continue
         try:
-            reports.append(run_tests(checked, loaded, _progress))
+            reports.append(run_tests(checked, loaded, _progress, TOOLCHAINS[toolchain]))
         except BuildError as exc:
             reports.append(PolicyReport(checked, loaded, error=f"{exc.message}\n{exc.output}"))
     for report in reports:
@@ -384,4 +387,9 @@ def _root(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # a bug in hdrpolicy, not in the user's input
+        _err(f"internal error: {type(exc).__name__}: {exc}")
+        _err("this is a bug in hdrpolicy; please report it with the command you ran")
+        raise SystemExit(70) from None

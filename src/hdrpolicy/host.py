@@ -80,23 +80,15 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def run_plugin(
-    wasm: Path, requests: list[Headers], progress: Progress = lambda _: None
-) -> list[HostResult]:
-    """Send each request's headers through the plug-in; one VM for all of them."""
-    payload = {"requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests]}
-    proc = subprocess.run(
-        [str(driver(progress)), str(wasm)],
-        input=json.dumps(payload).encode(),
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise BuildError(
-            f"the host emulator could not run `{wasm}`", proc.stderr.decode("utf-8", "replace")
-        )
+def _payload(requests: list[Headers]) -> bytes:
+    return json.dumps(
+        {"requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests]}
+    ).encode()
+
+
+def _results(raw: bytes) -> list[HostResult]:
     results = []
-    for item in json.loads(proc.stdout)["results"]:
+    for item in json.loads(raw)["results"]:
         response = item.get("response")
         results.append(
             HostResult(
@@ -112,3 +104,64 @@ def run_plugin(
             )
         )
     return results
+
+
+def run_plugin(
+    wasm: Path, requests: list[Headers], progress: Progress = lambda _: None
+) -> list[HostResult]:
+    """Send each request's headers through the plug-in; one VM for all of them."""
+    proc = subprocess.run(
+        [str(driver(progress)), str(wasm)],
+        input=_payload(requests),
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BuildError(
+            f"the host emulator could not run `{wasm}`", proc.stderr.decode("utf-8", "replace")
+        )
+    return _results(proc.stdout)
+
+
+NATIVE_TEST = "zz_hdrpolicy_host_test.go"
+
+
+def run_native(
+    module: dict[str, bytes], requests: list[Headers], progress: Progress = lambda _: None
+) -> list[HostResult]:
+    """Run an emitted tinygo-target module's Go natively, in the tetratelabs SDK's emulator.
+
+    The plug-in's wasm is not involved: this checks the Go the compiler wrote,
+    for machines without TinyGo.
+    """
+    go = find_go()
+    test_file = resources.files("hdrpolicy").joinpath("host", "native_host_test.go.txt")
+    with tempfile.TemporaryDirectory(prefix="hdrpolicy-native-") as tmp:
+        root = Path(tmp)
+        for name, data in module.items():
+            (root / name).write_bytes(data)
+        (root / NATIVE_TEST).write_bytes(test_file.read_bytes())
+        (root / "requests.json").write_bytes(_payload(requests))
+        env = {
+            **os.environ,
+            **go.env,
+            "GOTOOLCHAIN": "local",
+            "GOFLAGS": "-mod=readonly",
+            "CGO_ENABLED": "0",
+            "HDRPOLICY_HOST_IN": str(root / "requests.json"),
+            "HDRPOLICY_HOST_OUT": str(root / "results.json"),
+        }
+        env.pop("GOOS", None)
+        env.pop("GOARCH", None)
+        progress("running the plug-in's Go natively (tetratelabs SDK emulator)")
+        proc = subprocess.run(
+            [go.binary, "test", "-count=1", "-run", "^TestHdrpolicyHost$", "."],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BuildError("the native emulator run failed", proc.stdout + proc.stderr)
+        return _results((root / "results.json").read_bytes())

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hdrpolicy import explain
 from hdrpolicy.build import Progress
 from hdrpolicy.compiler import cached_wasm
 from hdrpolicy.diagnostics import Diagnostic
+from hdrpolicy.emit import emit
 from hdrpolicy.evaluate import Decision, evaluate
-from hdrpolicy.host import HostResult, run_plugin
+from hdrpolicy.host import HostResult, run_native, run_plugin
 from hdrpolicy.pipeline import Checked
 from hdrpolicy.policytests import Case, Expectation, TestFile
-from hdrpolicy.toolchains import GO
+from hdrpolicy.toolchains import GO, Toolchain, ToolchainName
 
 COMPILER_BUG = "the compiled plug-in disagrees with the reference evaluator: this is a compiler bug"
+NATIVE_NOTE = (
+    "tinygo target: the plug-in's Go ran natively in the tetratelabs SDK's emulator; "
+    "its wasm itself was not run"
+)
 
 
 @dataclass
@@ -48,6 +54,8 @@ class PolicyReport:
     # Problems that stopped the run (bad policy, bad test file, no tests file).
     diagnostics: list[Diagnostic] = field(default_factory=list)
     error: str | None = None
+    # How the plug-in was run, when it was not the compiled wasm.
+    note: str | None = None
 
     @property
     def failed(self) -> int:
@@ -93,8 +101,17 @@ def agreement(decision: Decision, plugin: HostResult) -> str | None:
     return None
 
 
-def run(checked: Checked, tests: TestFile, progress: Progress = lambda _: None) -> PolicyReport:
-    """Run every case on the evaluator and on the compiled plug-in (one VM for all)."""
+def run(
+    checked: Checked,
+    tests: TestFile,
+    progress: Progress = lambda _: None,
+    toolchain: Toolchain = GO,
+) -> PolicyReport:
+    """Run every case on the evaluator and on the compiled plug-in (one VM for all).
+
+    The `go` target runs the compiled plugin.wasm in the SDK's wasm emulator;
+    the `tinygo` target's Go runs natively (its wasm needs TinyGo).
+    """
     report = PolicyReport(checked, tests)
     if not checked.ok or checked.policy is None:
         report.diagnostics = list(checked.diagnostics)
@@ -103,9 +120,14 @@ def run(checked: Checked, tests: TestFile, progress: Progress = lambda _: None) 
         report.diagnostics = list(tests.diagnostics)
         return report
     policy = checked.policy
-    wasm = cached_wasm(checked, GO, progress)
-    decisions = [evaluate(policy, case.host_headers()) for case in tests.cases]
-    plugin = run_plugin(wasm, [case.host_headers() for case in tests.cases], progress)
+    requests = [case.host_headers() for case in tests.cases]
+    decisions = [evaluate(policy, request) for request in requests]
+    if toolchain.name is ToolchainName.TINYGO:
+        module = emit(policy, checked.source, Path(checked.source.path).name, toolchain)
+        plugin = run_native(module, requests, progress)
+        report.note = NATIVE_NOTE
+    else:
+        plugin = run_plugin(cached_wasm(checked, toolchain, progress), requests, progress)
     for case, decision, result in zip(tests.cases, decisions, plugin, strict=True):
         report.results.append(
             CaseResult(
@@ -122,6 +144,8 @@ def render_text(reports: list[PolicyReport]) -> str:
     lines: list[str] = []
     for report in reports:
         source = report.checked.source
+        if report.note:
+            lines.append(f"note: {source.path}: {report.note}")
         for r in report.results:
             where = f"{report.tests.source.path}:{r.case.line}" if report.tests else ""
             if r.passed:
@@ -149,6 +173,7 @@ def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
                 "policy": report.checked.source.path,
                 "tests": report.tests.source.path if report.tests else None,
                 "error": report.error,
+                "note": report.note,
                 "cases": [
                     {
                         "name": r.case.name,
