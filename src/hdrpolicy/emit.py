@@ -164,8 +164,8 @@ class _GoBuilder:
             why,
         )
 
-    @staticmethod
     def _denial(
+        self,
         var: str,
         rank: int,
         where: str,
@@ -178,7 +178,7 @@ class _GoBuilder:
             "var": var,
             "rank": rank,
             "comment": where,
-            "where": go_string(where),
+            "log_line": go_string(f"{self.policy.name}: {where}: denied with {status}"),
             "status": status,
             "headers": [(go_string(n), go_string(v)) for n, v in headers],
             "body": go_string(body),

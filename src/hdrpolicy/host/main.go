@@ -13,6 +13,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"time"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
@@ -60,12 +61,14 @@ func main() {
 	}
 
 	results := make([]result, 0, len(in.Requests))
+	start := time.Now()
 	for _, req := range in.Requests {
 		results = append(results, run(host, req))
 	}
+	elapsed := time.Since(start)
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetEscapeHTML(false)
-	fail(enc.Encode(map[string]any{"results": results}))
+	fail(enc.Encode(map[string]any{"results": results, "run_ns": elapsed.Nanoseconds()}))
 }
 
 func run(host proxytest.HostEmulator, req request) (res result) {

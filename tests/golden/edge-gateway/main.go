@@ -112,7 +112,7 @@ func (r *request) evaluate() *denial {
 // A denial is the local response a deny rule sends.
 type denial struct {
 	rank    int
-	where   string
+	logLine string
 	status  uint32
 	headers [][2]string
 	body    []byte
@@ -122,7 +122,7 @@ type denial struct {
 // policy.hp:7
 var denyLine7 = denial{
 	rank:    1,
-	where:   "policy.hp:7",
+	logLine: "edge-gateway: policy.hp:7: denied with 401",
 	status:  401,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("missing credentials"),
@@ -132,7 +132,7 @@ var denyLine7 = denial{
 // policy.hp:8
 var denyLine8 = denial{
 	rank:    2,
-	where:   "policy.hp:8",
+	logLine: "edge-gateway: policy.hp:8: denied with 403",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("admins only"),
@@ -142,7 +142,7 @@ var denyLine8 = denial{
 // policy.hp:9
 var denyLine9 = denial{
 	rank:    3,
-	where:   "policy.hp:9",
+	logLine: "edge-gateway: policy.hp:9: denied with 403",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("no bots"),
@@ -152,7 +152,7 @@ var denyLine9 = denial{
 // policy.hp:10
 var denyLine10 = denial{
 	rank:    4,
-	where:   "policy.hp:10",
+	logLine: "edge-gateway: policy.hp:10: denied with 429",
 	status:  429,
 	headers: [][2]string{{"content-type", "text/plain"}, {"retry-after", "30"}},
 	body:    []byte("slow down"),
@@ -162,7 +162,7 @@ var denyLine10 = denial{
 // policy.hp:11
 var denyLine11 = denial{
 	rank:    5,
-	where:   "policy.hp:11",
+	logLine: "edge-gateway: policy.hp:11: denied with 403",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("internal only"),
@@ -172,7 +172,7 @@ var denyLine11 = denial{
 // policy.hp:12
 var denyLine12 = denial{
 	rank:    6,
-	where:   "policy.hp:12",
+	logLine: "edge-gateway: policy.hp:12: denied with 403",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("tenant not allowed"),
@@ -182,7 +182,7 @@ var denyLine12 = denial{
 // policy.hp:13
 var denyDefault = denial{
 	rank:    7,
-	where:   "policy.hp:13",
+	logLine: "edge-gateway: policy.hp:13: denied with 404",
 	status:  404,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("no route"),
@@ -191,7 +191,7 @@ var denyDefault = denial{
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
 func (r *request) deny(d *denial) types.Action {
-	msg := policyName + ": " + d.where + ": denied with " + strconv.Itoa(int(d.status))
+	msg := d.logLine
 	for i, f := range d.why {
 		if i == 0 {
 			msg += ": "
@@ -262,7 +262,7 @@ const maxReadings = 64
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
 	rank:    -1,
-	where:   "repeated headers",
+	logLine: "edge-gateway: repeated headers: denied with 431",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("too many repeated request headers"),

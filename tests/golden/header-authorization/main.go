@@ -79,7 +79,7 @@ func (r *request) evaluate() *denial {
 // A denial is the local response a deny rule sends.
 type denial struct {
 	rank    int
-	where   string
+	logLine string
 	status  uint32
 	headers [][2]string
 	body    []byte
@@ -89,7 +89,7 @@ type denial struct {
 // policy.hp:4
 var denyLine4 = denial{
 	rank:    0,
-	where:   "policy.hp:4",
+	logLine: "header-authorization: policy.hp:4: denied with 403",
 	status:  403,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("Forbidden by ASM Wasm Plugin"),
@@ -98,7 +98,7 @@ var denyLine4 = denial{
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
 func (r *request) deny(d *denial) types.Action {
-	msg := policyName + ": " + d.where + ": denied with " + strconv.Itoa(int(d.status))
+	msg := d.logLine
 	for i, f := range d.why {
 		if i == 0 {
 			msg += ": "
@@ -148,7 +148,7 @@ const maxReadings = 64
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
 	rank:    -1,
-	where:   "repeated headers",
+	logLine: "header-authorization: repeated headers: denied with 431",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("too many repeated request headers"),

@@ -84,7 +84,7 @@ func (r *request) evaluate() *denial {
 // A denial is the local response a deny rule sends.
 type denial struct {
 	rank    int
-	where   string
+	logLine string
 	status  uint32
 	headers [][2]string
 	body    []byte
@@ -94,7 +94,7 @@ type denial struct {
 // policy.hp:4
 var denyLine4 = denial{
 	rank:    0,
-	where:   "policy.hp:4",
+	logLine: "environments: policy.hp:4: denied with 403",
 	status:  403,
 	headers: [][2]string{{"content-type", "application/json"}, {"x-reason", "read-only"}},
 	body:    []byte("{\"error\": \"production is read-only\"}"),
@@ -104,7 +104,7 @@ var denyLine4 = denial{
 // policy.hp:5
 var denyLine5 = denial{
 	rank:    1,
-	where:   "policy.hp:5",
+	logLine: "environments: policy.hp:5: denied with 400",
 	status:  400,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("unknown client"),
@@ -113,7 +113,7 @@ var denyLine5 = denial{
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
 func (r *request) deny(d *denial) types.Action {
-	msg := policyName + ": " + d.where + ": denied with " + strconv.Itoa(int(d.status))
+	msg := d.logLine
 	for i, f := range d.why {
 		if i == 0 {
 			msg += ": "
@@ -169,7 +169,7 @@ const maxReadings = 64
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
 	rank:    -1,
-	where:   "repeated headers",
+	logLine: "environments: repeated headers: denied with 431",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("too many repeated request headers"),

@@ -90,7 +90,7 @@ func (r *request) evaluate() *denial {
 // A denial is the local response a deny rule sends.
 type denial struct {
 	rank    int
-	where   string
+	logLine string
 	status  uint32
 	headers [][2]string
 	body    []byte
@@ -100,7 +100,7 @@ type denial struct {
 // policy.hp:4
 var denyLine4 = denial{
 	rank:    0,
-	where:   "policy.hp:4",
+	logLine: "nasty-strings: policy.hp:4: denied with 400",
 	status:  400,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("quote \" backslash \\ newline \n tab \t nul \x00 close */ open /* {{ x }} {% y %} \u00e9 \u202e"),
@@ -110,7 +110,7 @@ var denyLine4 = denial{
 // policy.hp:6
 var denyLine6 = denial{
 	rank:    2,
-	where:   "policy.hp:6",
+	logLine: "nasty-strings: policy.hp:6: denied with 418",
 	status:  418,
 	headers: [][2]string{{"content-type", "text/plain"}, {"x-why", "\u00e9t\u00e9 {{ }}"}},
 	body:    []byte(""),
@@ -119,7 +119,7 @@ var denyLine6 = denial{
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
 func (r *request) deny(d *denial) types.Action {
-	msg := policyName + ": " + d.where + ": denied with " + strconv.Itoa(int(d.status))
+	msg := d.logLine
 	for i, f := range d.why {
 		if i == 0 {
 			msg += ": "
@@ -181,7 +181,7 @@ const maxReadings = 64
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
 	rank:    -1,
-	where:   "repeated headers",
+	logLine: "nasty-strings: repeated headers: denied with 431",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("too many repeated request headers"),

@@ -61,7 +61,7 @@ func (r *request) evaluate() *denial {
 // A denial is the local response a deny rule sends.
 type denial struct {
 	rank    int
-	where   string
+	logLine string
 	status  uint32
 	headers [][2]string
 	body    []byte
@@ -71,7 +71,7 @@ type denial struct {
 // policy.hp:3
 var denyDefault = denial{
 	rank:    0,
-	where:   "policy.hp:3",
+	logLine: "maintenance: policy.hp:3: denied with 503",
 	status:  503,
 	headers: [][2]string{{"content-type", "text/plain"}, {"retry-after", "600"}},
 	body:    []byte("down for maintenance"),
@@ -80,7 +80,7 @@ var denyDefault = denial{
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
 func (r *request) deny(d *denial) types.Action {
-	msg := policyName + ": " + d.where + ": denied with " + strconv.Itoa(int(d.status))
+	msg := d.logLine
 	for i, f := range d.why {
 		if i == 0 {
 			msg += ": "
@@ -125,7 +125,7 @@ const maxReadings = 64
 // that it has more than maxReadings readings.
 var tooManyReadings = denial{
 	rank:    -1,
-	where:   "repeated headers",
+	logLine: "maintenance: repeated headers: denied with 431",
 	status:  431,
 	headers: [][2]string{{"content-type", "text/plain"}},
 	body:    []byte("too many repeated request headers"),

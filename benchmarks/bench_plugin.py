@@ -1,0 +1,129 @@
+"""Size and per-request time of the compiled tutorial policy against the tutorial's
+hand-written plug-in (ported to the same SDK and built with the same flags).
+
+Prints figures; asserts nothing (machines are noisy).  Run:
+    python benchmarks/bench_plugin.py [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from hdrpolicy.build import build
+from hdrpolicy.compiler import compile_policy
+from hdrpolicy.host import _payload, driver
+from hdrpolicy.toolchains import GO
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The tutorial's main.go, unchanged but for the SDK import path and registering
+# the VM context in init() (what the current SDK requires).
+HAND_WRITTEN = """package main
+
+import (
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+func main() {}
+
+func init() {
+	proxywasm.SetVMContext(&vmContext{})
+}
+
+type vmContext struct {
+	types.DefaultVMContext
+}
+
+func (*vmContext) NewPluginContext(contextID uint32) types.PluginContext {
+	return &pluginContext{}
+}
+
+type pluginContext struct {
+	types.DefaultPluginContext
+}
+
+func (ctx *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPluginStartStatus {
+	return types.OnPluginStartStatusOK
+}
+
+func (ctx *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
+	return &HeaderAuthorizationHandler{}
+}
+
+type HeaderAuthorizationHandler struct {
+	types.DefaultHttpContext
+}
+
+func (ctx *HeaderAuthorizationHandler) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
+	const AuthorizationKey = "allow"
+	value, err := proxywasm.GetHttpRequestHeader(AuthorizationKey)
+	if err != nil || value != "true" {
+		proxywasm.LogDebugf("request header: 'allow' is %v, only true can passthrough", value)
+		return ctx.DenyRequest()
+	}
+	return types.ActionContinue
+}
+
+func (ctx *HeaderAuthorizationHandler) DenyRequest() types.Action {
+	proxywasm.SendHttpResponse(403, [][2]string{{"Content-Type", "text/plain"}}, []byte("Forbidden by ASM Wasm Plugin"), -1)
+	return types.ActionPause
+}
+"""
+
+
+def _run(wasm: Path, requests: list[list[tuple[bytes, bytes]]]) -> float:
+    proc = subprocess.run(
+        [str(driver()), str(wasm)], input=_payload(requests), capture_output=True, check=True
+    )
+    return float(json.loads(proc.stdout)["run_ns"]) / len(requests) / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20000)
+    args = parser.parse_args()
+    base = [
+        (b":method", b"GET"),
+        (b":path", b"/status/418"),
+        (b":authority", b"gw"),
+        (b"user-agent", b"curl/8.4.0"),
+        (b"accept", b"*/*"),
+        (b"x-request-id", b"abc"),
+    ]
+    allowed = [[*base, (b"allow", b"true")]] * args.requests
+    denied = [base] * args.requests
+    with tempfile.TemporaryDirectory() as tmp:
+        hand = Path(tmp) / "hand"
+        hand.mkdir()
+        (hand / "main.go").write_text(HAND_WRITTEN)
+        (hand / "go.mod").write_text(
+            f"module hand\n\ngo {GO.go_directive}\n\nrequire {GO.requires[0][0]} {GO.requires[0][1]}\n"
+        )
+        (hand / "go.sum").write_text(GO.go_sum)
+        build(hand, GO, lambda _: None)
+        ours = compile_policy(
+            REPO / "examples/policies/header-authorization.hp", Path(tmp) / "ours", GO
+        )
+        assert ours.checked.ok
+        rows = {
+            "hand-written": hand / "plugin.wasm",
+            "hdrpolicy": Path(tmp) / "ours" / "plugin.wasm",
+        }
+        print(f"{'plug-in':<14}{'bytes':>10}{'gzip':>10}{'allow µs/req':>15}{'deny µs/req':>14}")
+        for name, wasm in rows.items():
+            data = wasm.read_bytes()
+            print(
+                f"{name:<14}{len(data):>10}{len(gzip.compress(data, 9)):>10}"
+                f"{_run(wasm, allowed):>15.2f}{_run(wasm, denied):>14.2f}"
+            )
+    print(f"({args.requests} requests each, one VM, SDK emulator in wazero; lower is better)")
+
+
+if __name__ == "__main__":
+    main()
