@@ -21,60 +21,8 @@ from hdrpolicy.toolchains import GO
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The tutorial's main.go, unchanged but for the SDK import path and registering
-# the VM context in init() (what the current SDK requires).
-HAND_WRITTEN = """package main
-
-import (
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
-)
-
-func main() {}
-
-func init() {
-	proxywasm.SetVMContext(&vmContext{})
-}
-
-type vmContext struct {
-	types.DefaultVMContext
-}
-
-func (*vmContext) NewPluginContext(contextID uint32) types.PluginContext {
-	return &pluginContext{}
-}
-
-type pluginContext struct {
-	types.DefaultPluginContext
-}
-
-func (ctx *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPluginStartStatus {
-	return types.OnPluginStartStatusOK
-}
-
-func (ctx *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
-	return &HeaderAuthorizationHandler{}
-}
-
-type HeaderAuthorizationHandler struct {
-	types.DefaultHttpContext
-}
-
-func (ctx *HeaderAuthorizationHandler) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
-	const AuthorizationKey = "allow"
-	value, err := proxywasm.GetHttpRequestHeader(AuthorizationKey)
-	if err != nil || value != "true" {
-		proxywasm.LogDebugf("request header: 'allow' is %v, only true can passthrough", value)
-		return ctx.DenyRequest()
-	}
-	return types.ActionContinue
-}
-
-func (ctx *HeaderAuthorizationHandler) DenyRequest() types.Action {
-	proxywasm.SendHttpResponse(403, [][2]string{{"Content-Type", "text/plain"}}, []byte("Forbidden by ASM Wasm Plugin"), -1)
-	return types.ActionPause
-}
-"""
+# The tutorial's main.go, ported to the current SDK (see the file's comment).
+HAND_WRITTEN = Path(__file__).parent / "handwritten" / "main.go"
 
 
 def _run(wasm: Path, requests: list[list[tuple[bytes, bytes]]]) -> float:
@@ -101,9 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hand = Path(tmp) / "hand"
         hand.mkdir()
-        (hand / "main.go").write_text(HAND_WRITTEN)
+        (hand / "main.go").write_text(HAND_WRITTEN.read_text())
+        sdk, version = GO.requires[0]
         (hand / "go.mod").write_text(
-            f"module hand\n\ngo {GO.go_directive}\n\nrequire {GO.requires[0][0]} {GO.requires[0][1]}\n"
+            f"module hand\n\ngo {GO.go_directive}\n\nrequire {sdk} {version}\n"
         )
         (hand / "go.sum").write_text(GO.go_sum)
         build(hand, GO, lambda _: None)
