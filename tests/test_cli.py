@@ -82,3 +82,35 @@ def test_unknown_toolchain_is_a_usage_error(tmp_path: Path) -> None:
     proc = hdrpolicy("compile", str(EXAMPLES / "header-authorization.hp"), "--toolchain", "rust")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_docker_push_without_an_engine_is_a_clear_error(tmp_path: Path) -> None:
+    import os
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hdrpolicy",
+            "compile",
+            str(EXAMPLES / "header-authorization.hp"),
+            "-o",
+            "out",
+            "--push",
+            "127.0.0.1:1/x/y:v1",
+            "--docker",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "no Docker engine is reachable" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "out" / "plugin.wasm").exists()  # the compile itself succeeded
+
+
+def test_docker_needs_push(tmp_path: Path) -> None:
+    proc = hdrpolicy("compile", str(EXAMPLES / "header-authorization.hp"), "--docker", cwd=tmp_path)
+    assert proc.returncode == 1 and "--docker goes with --push" in proc.stderr

@@ -17,7 +17,7 @@ from hdrpolicy.compiler import OCI, compile_policy
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, render_json, render_text
 from hdrpolicy.evaluate import evaluate
 from hdrpolicy.manifests import DeployOptions, ManifestError, Phase, TargetRef, pin_manifests
-from hdrpolicy.oci import ImageError
+from hdrpolicy.oci import ImageError, docker_build_and_push
 from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
 from hdrpolicy.policytests import load as load_tests
@@ -141,8 +141,15 @@ def compile_command(
     force: Annotated[
         bool, typer.Option("--force", help="Move a tag that names a different image.")
     ] = False,
+    docker: Annotated[
+        bool,
+        typer.Option("--docker", help="With --push: build and push with a Docker engine."),
+    ] = False,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
+    if docker and push is None:
+        _err("error: --docker goes with --push REF")
+        raise typer.Exit(FAILED)
     try:
         deploy = DeployOptions(
             namespace=namespace,
@@ -188,7 +195,23 @@ def compile_command(
         if result.image_digest is None:
             _err("error: --push needs plugin.wasm: drop --no-build")
             raise typer.Exit(FAILED)
-        _push(out, push, username, password, plain_http, insecure, force)
+        if docker:
+            _docker_push(out, push)
+        else:
+            _push(out, push, username, password, plain_http, insecure, force)
+
+
+def _docker_push(out: Path, ref: str) -> None:
+    """Build the generated Dockerfile with a Docker engine, push it, pin the manifests."""
+    _progress(f"building and pushing {ref} with Docker")
+    try:
+        digest = docker_build_and_push(out, ref)
+        pinned = pin_manifests(out, ref, digest)
+    except (ImageError, ManifestError) as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    _err(f"pushed {ref} with Docker; pinned {', '.join(pinned)}")
+    typer.echo(digest)
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
