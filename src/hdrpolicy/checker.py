@@ -12,7 +12,7 @@ import re2
 
 from hdrpolicy import ir
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
-from hdrpolicy.lower import _PolicyParts
+from hdrpolicy.lower import PolicyParts
 
 MIN_STATUS, MAX_STATUS = 200, 599
 # RFC 9110 token characters: what an HTTP field name may consist of.
@@ -56,7 +56,7 @@ class _Checker:
 
     # -- statements ------------------------------------------------------------
 
-    def assemble(self, parts: _PolicyParts, default_name: str) -> ir.Policy:
+    def assemble(self, parts: PolicyParts, default_name: str) -> ir.Policy:
         name, name_span = self._policy_name(parts, default_name)
         for i, (kind, span, _) in enumerate(parts.order):
             if kind == "policy" and i > 0:
@@ -90,7 +90,7 @@ class _Checker:
             span=self.source.span(0, len(self.source.text)),
         )
 
-    def _policy_name(self, parts: _PolicyParts, default_name: str) -> tuple[str, Span | None]:
+    def _policy_name(self, parts: PolicyParts, default_name: str) -> tuple[str, Span | None]:
         for _, span in parts.names[1:]:
             self.error("HP205", "duplicate `policy`", span, help="a file names one plug-in")
         if parts.names:
@@ -112,7 +112,7 @@ class _Checker:
             )
         return default_name, None
 
-    def _unreachable(self, parts: _PolicyParts) -> None:
+    def _unreachable(self, parts: PolicyParts) -> None:
         blocking: ir.Rule | None = None
         for kind, span, value in parts.order:
             if kind == "policy":
@@ -256,7 +256,7 @@ def _name_help(name: str) -> str:
 
 
 def check(
-    parts: _PolicyParts, source: Source, default_name: str
+    parts: PolicyParts, source: Source, default_name: str
 ) -> tuple[ir.Policy, list[Diagnostic]]:
     """Assemble the policy from its statements and check it."""
     checker = _Checker(source)

@@ -54,6 +54,12 @@ CODES: dict[str, str] = {
     "HP213": "`ignoring case` on `matches`",
     "HP214": "response header set by the proxy",
     "HP301": "invalid policy test file",
+    # Analysis findings (warnings; `check --strict` makes them errors).
+    "HP401": "rule never fires (shadowed)",
+    "HP402": "condition always true or always false",
+    "HP403": "redundant rule",
+    "HP404": "`allow` makes a later deny partly dead",
+    "HP405": "analysis could not decide",
 }
 
 

@@ -23,11 +23,6 @@ _HOST_NAMES = {
     ir.SubjectKind.METHOD: ":method",
     ir.SubjectKind.HOST: ":authority",
 }
-DEFAULT_CONTENT_TYPE = ("content-type", "text/plain")
-# The fixed response to a request whose repeated headers have too many readings.
-MAX_READINGS = 64
-TOO_MANY_READINGS_STATUS = 431
-TOO_MANY_READINGS_BODY = "too many repeated request headers"
 
 
 @cache
@@ -151,16 +146,13 @@ class _GoBuilder:
         return self.expr(rule.condition)[0]
 
     def denial(self, response: ir.Response, var: str, why: list[str], rank: int) -> dict[str, Any]:
-        headers = [(h.name, h.value.value) for h in response.headers]
-        if not any(name == "content-type" for name, _ in headers):
-            headers.insert(0, DEFAULT_CONTENT_TYPE)
         return self._denial(
             var,
             rank,
             self.location(response.span.line),
             response.status,
-            headers,
-            response.body.value if response.body else "",
+            response.sent_headers,
+            response.body_text,
             why,
         )
 
@@ -258,14 +250,14 @@ class _GoBuilder:
             "helpers": sorted(self.helpers),
             "fold": self.fold,
             "regexps": self.regexps,
-            "max_readings": MAX_READINGS,
+            "max_readings": ir.MAX_READINGS,
             "too_many_readings": self._denial(
                 "tooManyReadings",
                 -1,
                 "repeated headers",
-                TOO_MANY_READINGS_STATUS,
-                [DEFAULT_CONTENT_TYPE],
-                TOO_MANY_READINGS_BODY,
+                ir.TOO_MANY_READINGS_STATUS,
+                [ir.DEFAULT_CONTENT_TYPE],
+                ir.TOO_MANY_READINGS_BODY,
                 [],
             ),
         }

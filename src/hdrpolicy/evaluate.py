@@ -16,7 +16,7 @@ from functools import cache
 import re2
 
 from hdrpolicy import ir
-from hdrpolicy.emit import (
+from hdrpolicy.ir import (
     DEFAULT_CONTENT_TYPE,
     MAX_READINGS,
     TOO_MANY_READINGS_BODY,
@@ -119,11 +119,8 @@ class Decision:
 
 
 def _response(response: ir.Response) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
-    headers = [(h.name.encode(), h.value.value.encode()) for h in response.headers]
-    if not any(name == b"content-type" for name, _ in headers):
-        headers.insert(0, (DEFAULT_CONTENT_TYPE[0].encode(), DEFAULT_CONTENT_TYPE[1].encode()))
-    body = response.body.value.encode() if response.body else b""
-    return response.status, body, tuple(headers)
+    headers = tuple((k.encode(), v.encode()) for k, v in response.sent_headers)
+    return response.status, response.body_text.encode(), headers
 
 
 # -- evaluation ---------------------------------------------------------------

@@ -13,6 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hdrpolicy.diagnostics import Span
 
+# What the language means beyond its syntax, shared by the emitter, the
+# reference evaluator and the analysis.
+DEFAULT_CONTENT_TYPE = ("content-type", "text/plain")
+# A request whose repeated headers give more readings than this is refused.
+MAX_READINGS = 64
+TOO_MANY_READINGS_STATUS = 431
+TOO_MANY_READINGS_BODY = "too many repeated request headers"
+
 
 class Node(BaseModel):
     """Base of every IR node: immutable, with a span that equality ignores."""
@@ -139,6 +147,18 @@ class Response(Node):
     status_span: Span | None = None
     body: StringLit | None = None
     headers: list[ResponseHeader] = Field(default_factory=list)
+
+    @property
+    def body_text(self) -> str:
+        return self.body.value if self.body else ""
+
+    @property
+    def sent_headers(self) -> list[tuple[str, str]]:
+        """The headers the response carries: the rule's, and text/plain unless it sets one."""
+        headers = [(h.name, h.value.value) for h in self.headers]
+        if not any(name == "content-type" for name, _ in headers):
+            headers.insert(0, DEFAULT_CONTENT_TYPE)
+        return headers
 
 
 class Action(StrEnum):

@@ -19,7 +19,7 @@ _ESCAPE = re.compile(r'\\(u[0-9A-Fa-f]{4}|["\\nt]|.)', re.DOTALL)
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 
 
-class _PolicyParts:
+class PolicyParts:
     """Statements in source order, before they are assembled into a Policy."""
 
     def __init__(self) -> None:
@@ -88,9 +88,9 @@ class _Lowering(Transformer[Token, Any]):
 
     # -- statements ------------------------------------------------------------
 
-    def start(self, meta: Meta, children: list[Any]) -> _PolicyParts:
+    def start(self, meta: Meta, children: list[Any]) -> PolicyParts:
         """start: statement*"""
-        parts = _PolicyParts()
+        parts = PolicyParts()
         for kind, span, value in children:
             parts.order.append((kind, span, value))
             if kind == "policy":
@@ -252,8 +252,8 @@ class _Lowering(Transformer[Token, Any]):
         return ir.Subject(kind=ir.SubjectKind.HOST, span=self._span(meta))
 
 
-def lower(tree: Tree[Any], source: Source) -> tuple[_PolicyParts, list[Diagnostic]]:
+def lower(tree: Tree[Any], source: Source) -> tuple[PolicyParts, list[Diagnostic]]:
     """Turn a parse tree into statement parts; the checker assembles and checks them."""
     lowering = _Lowering(source)
-    parts: _PolicyParts = lowering.transform(tree)
+    parts: PolicyParts = lowering.transform(tree)
     return parts, lowering.diagnostics

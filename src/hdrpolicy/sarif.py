@@ -1,0 +1,95 @@
+"""Render diagnostics as SARIF 2.1.0, for code-scanning UIs.
+
+Rules come from the stable codes table, so a finding's rule id is its code;
+regions use the diagnostics' 1-based lines and columns (SARIF's default
+column unit is UTF-16 code units; policy files are almost always ASCII, and
+`columnKind` says which unit we mean).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from hdrpolicy import __version__
+from hdrpolicy.diagnostics import CODES, Diagnostic, Severity, Source
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+INFORMATION_URI = "https://github.com/hdrpolicy/hdrpolicy"
+_LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning"}
+
+
+def to_sarif(items: list[tuple[Source, Diagnostic]]) -> dict[str, Any]:
+    """One SARIF log with one run holding every diagnostic of every file."""
+    codes = sorted(CODES)
+    index = {code: n for n, code in enumerate(codes)}
+    rules = [
+        {
+            "id": code,
+            "name": code,
+            "shortDescription": {"text": CODES[code]},
+            "defaultConfiguration": {"level": "error" if code < "HP400" else "warning"},
+        }
+        for code in codes
+    ]
+    results = [_result(source, d, index) for source, d in items]
+    return {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "hdrpolicy",
+                        "version": __version__,
+                        "informationUri": INFORMATION_URI,
+                        "rules": rules,
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+
+
+def _result(source: Source, d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
+    text = d.message
+    extra = [*(f"note: {n}" for n in d.notes), *([f"help: {d.help}"] if d.help else [])]
+    if extra:
+        text = text + "\n" + "\n".join(extra)
+    end_column = d.span.end_column
+    if d.span.end_line == d.span.line and end_column <= d.span.column:
+        end_column = d.span.column + 1
+    result: dict[str, Any] = {
+        "ruleId": d.code,
+        "level": _LEVELS[d.severity],
+        "message": {"text": text},
+        "locations": [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": _uri(source.path)},
+                    "region": {
+                        "startLine": d.span.line,
+                        "startColumn": d.span.column,
+                        "endLine": d.span.end_line,
+                        "endColumn": end_column,
+                        "snippet": {"text": source.line_text(d.span.line)},
+                    },
+                }
+            }
+        ],
+    }
+    if d.code in index:
+        result["ruleIndex"] = index[d.code]
+    return result
+
+
+def _uri(path: str) -> str:
+    """A relative path as a URI reference (forward slashes, spaces escaped)."""
+    return quote(path.replace("\\", "/"))
+
+
+def render_sarif(items: list[tuple[Source, Diagnostic]]) -> str:
+    return json.dumps(to_sarif(items), indent=2)

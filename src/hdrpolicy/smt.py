@@ -1,0 +1,505 @@
+"""Policies as z3 formulas: the shared encoding behind `analysis` and `diff`.
+
+A request is one z3 string and one presence flag per subject, constrained to
+values the plug-in can see (see `domain`).  Conditions become formulas over
+them exactly; a comparison that cannot be translated (a regular expression
+outside the supported subset) becomes a free boolean.  That over-approximates:
+"no request can …" (unsat) stays exact, while "this request …" (sat) must be
+confirmed by running the witness through `evaluate`, which every caller does.
+
+Scope: requests that send each header at most once (one reading), as UTF-8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import z3
+
+from hdrpolicy import ir
+from hdrpolicy.diagnostics import Span
+from hdrpolicy.evaluate import Headers, host_name, normalize
+
+# Characters a (trimmed) header value cannot hold: controls but HTAB, and DEL.
+_FORBIDDEN = [(0x00, 0x08), (0x0A, 0x1F), (0x7F, 0x7F), (0xD800, 0xDFFF)]
+# z3's largest character; values beyond it are outside the model.
+MAX_CHAR = 0x2FFFF
+_TCHAR = "!#$%&'*+-.^_`|~"
+
+
+def string_val(text: str) -> z3.SeqRef:
+    """A z3 string literal; every non-alphanumeric is escaped (z3 parses `\\u{…}`)."""
+    return z3.StringVal(
+        "".join(c if c.isascii() and c.isalnum() else f"\\u{{{ord(c):x}}}" for c in text)
+    )
+
+
+def char_range(lo: int, hi: int) -> z3.ReRef:
+    return z3.Range(string_val(chr(lo)), string_val(chr(hi)))
+
+
+def lit_re(text: str) -> z3.ReRef:
+    return z3.Re(string_val(text))
+
+
+ANY_CHAR = z3.AllChar(z3.ReSort(z3.StringSort()))
+ANY = z3.Star(ANY_CHAR)
+EMPTY_RE = z3.Re(z3.StringVal(""))
+_SPACE = z3.Union(lit_re(" "), lit_re("\t"))
+
+
+def _no_forbidden() -> z3.ReRef:
+    bad = z3.Union(*[char_range(lo, hi) for lo, hi in _FORBIDDEN])
+    return z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(bad)))
+
+
+def _trimmed() -> z3.ReRef:
+    """Empty, or neither starting nor ending with a space or tab."""
+    edge = z3.Intersect(ANY_CHAR, z3.Complement(_SPACE))
+    return z3.Union(EMPTY_RE, edge, z3.Concat(edge, ANY, edge))
+
+
+def fold_re(text: str) -> z3.ReRef:
+    """`ignoring case` for a literal: ASCII letters match either case, other chars exactly."""
+    parts = []
+    for ch in text:
+        if ch.isascii() and ch.isalpha():
+            parts.append(z3.Union(lit_re(ch.lower()), lit_re(ch.upper())))
+        else:
+            parts.append(lit_re(ch))
+    if not parts:
+        return EMPTY_RE
+    return parts[0] if len(parts) == 1 else z3.Concat(*parts)
+
+
+@dataclass
+class Var:
+    subject: ir.Subject
+    value: z3.SeqRef
+    present: z3.BoolRef
+
+
+@dataclass
+class Encoder:
+    """The z3 variables of one request and the formulas of conditions over them."""
+
+    vars: dict[str, Var] = field(default_factory=dict)
+    opaque: dict[tuple[object, ...], z3.BoolRef] = field(default_factory=dict)
+    untranslated: list[ir.Compare] = field(default_factory=list)
+
+    def var(self, subject: ir.Subject) -> Var:
+        key = subject.key
+        if key not in self.vars:
+            n = len(self.vars)
+            self.vars[key] = Var(subject, z3.String(f"v{n}"), z3.Bool(f"p{n}"))
+        return self.vars[key]
+
+    def domain(self) -> list[z3.BoolRef]:
+        """What the plug-in can see, so every model is a request that can be sent.
+
+        method is an HTTP token, path starts with `/` (or is `*`) and has no `?`,
+        host is lower case; all three are always there.  Header values are
+        trimmed and free of control characters.
+        """
+        out: list[z3.BoolRef] = []
+        clean = z3.Intersect(_no_forbidden(), _trimmed())
+        for var in self.vars.values():
+            kind = var.subject.kind
+            out.append(z3.InRe(var.value, clean))
+            if kind is ir.SubjectKind.HEADER:
+                continue
+            out.append(var.present)
+            if kind is ir.SubjectKind.METHOD:
+                tchar = z3.Union(
+                    char_range(ord("0"), ord("9")),
+                    char_range(ord("a"), ord("z")),
+                    char_range(ord("A"), ord("Z")),
+                    *[lit_re(c) for c in _TCHAR],
+                )
+                out.append(z3.InRe(var.value, z3.Plus(tchar)))
+            elif kind is ir.SubjectKind.PATH:
+                no_query = z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(lit_re("?"))))
+                out.append(
+                    z3.InRe(var.value, z3.Union(lit_re("*"), z3.Concat(lit_re("/"), no_query)))
+                )
+            else:
+                upper = char_range(ord("A"), ord("Z"))
+                out.append(
+                    z3.InRe(var.value, z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(upper))))
+                )
+        return out
+
+    # -- conditions ----------------------------------------------------------------
+
+    def condition(self, cond: ir.Condition) -> z3.BoolRef:
+        if isinstance(cond, ir.Compare):
+            return self.compare(cond)
+        if isinstance(cond, ir.Not):
+            return z3.Not(self.condition(cond.operand))
+        parts = [self.condition(op) for op in cond.operands]
+        return z3.And(*parts) if isinstance(cond, ir.And) else z3.Or(*parts)
+
+    def fires(self, rule: ir.Rule) -> z3.BoolRef:
+        if rule.condition is None:
+            return z3.BoolVal(True)
+        cond = self.condition(rule.condition)
+        return cond if rule.guard is ir.Guard.WHEN else z3.Not(cond)
+
+    def compare(self, cmp: ir.Compare) -> z3.BoolRef:
+        var = self.var(cmp.subject)
+        if cmp.op is ir.Op.EXISTS:
+            return var.present
+        if cmp.op in ir.NEGATED_OPS:
+            positive = cmp.model_copy(update={"op": ir.NEGATED_OPS[cmp.op]})
+            return z3.Not(self.compare(positive))
+        v = var.value
+        lits = [lit.value for lit in cmp.values]
+        test: z3.BoolRef
+        if cmp.op is ir.Op.MATCHES:
+            regex = translate_regex(lits[0])
+            if regex is None:
+                return self._opaque(cmp)
+            test = z3.InRe(v, regex)
+        elif cmp.ignore_case:
+            folded = [fold_re(lit) for lit in lits]
+            if cmp.op in (ir.Op.EQ, ir.Op.IN):
+                test = z3.Or(*[z3.InRe(v, f) for f in folded])
+            elif cmp.op is ir.Op.STARTS_WITH:
+                test = z3.InRe(v, z3.Concat(folded[0], ANY))
+            elif cmp.op is ir.Op.ENDS_WITH:
+                test = z3.InRe(v, z3.Concat(ANY, folded[0]))
+            else:
+                test = z3.InRe(v, z3.Concat(ANY, folded[0], ANY))
+        elif cmp.op in (ir.Op.EQ, ir.Op.IN):
+            test = z3.Or(*[v == string_val(lit) for lit in lits])
+        elif cmp.op is ir.Op.STARTS_WITH:
+            test = z3.PrefixOf(string_val(lits[0]), v)
+        elif cmp.op is ir.Op.ENDS_WITH:
+            test = z3.SuffixOf(string_val(lits[0]), v)
+        else:
+            test = z3.Contains(v, string_val(lits[0]))
+        return z3.And(var.present, test)
+
+    def _opaque(self, cmp: ir.Compare) -> z3.BoolRef:
+        key = (cmp.subject.key, cmp.op, tuple(v.value for v in cmp.values), cmp.ignore_case)
+        if key not in self.opaque:
+            self.opaque[key] = z3.Bool(f"opaque{len(self.opaque)}")
+            self.untranslated.append(cmp)
+        # Still false when the subject is missing: that much is known.
+        return z3.And(self.var(cmp.subject).present, self.opaque[key])
+
+    # -- models → requests ---------------------------------------------------------
+
+    def request(self, model: z3.ModelRef) -> Headers:
+        """The request a model describes, as the host hands it to the plug-in."""
+        headers: Headers = []
+        pseudo = {ir.SubjectKind.METHOD: "GET", ir.SubjectKind.PATH: "/", ir.SubjectKind.HOST: ""}
+        values: dict[ir.SubjectKind, str] = {}
+        extra: Headers = []
+        for var in self.vars.values():
+            if not z3.is_true(model.eval(var.present, model_completion=True)):
+                continue
+            text = model_string(model, var.value)
+            if var.subject.kind is ir.SubjectKind.HEADER:
+                extra.append((host_name(var.subject), text.encode()))
+            else:
+                values[var.subject.kind] = text
+        for kind in (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST):
+            text = values.get(kind, pseudo[kind])
+            subject = ir.Subject(kind=kind, span=_NO_SPAN)
+            raw = text.encode()
+            if normalize(subject, raw) != raw:
+                raw += b":443"
+            if kind is ir.SubjectKind.HOST and raw == b"":
+                raw = b"example.com"
+            headers.append((host_name(subject), raw))
+        return headers + extra
+
+
+def model_string(model: z3.ModelRef, value: z3.SeqRef) -> str:
+    """A string from a model, char by char (z3's printed form has its own escapes)."""
+    n = model.eval(z3.Length(value), model_completion=True).as_long()
+    return "".join(
+        chr(model.eval(z3.StrToCode(z3.SubString(value, i, 1)), model_completion=True).as_long())
+        for i in range(n)
+    )
+
+
+def response_key(response: ir.Response | None) -> tuple[object, ...]:
+    """What a client sees of a decision: allow, or status, body and headers."""
+    if response is None:
+        return ("allow",)
+    return ("deny", response.status, response.body_text, tuple(response.sent_headers))
+
+
+def render_request(headers: Headers) -> str:
+    """A witness as a reader wants it: `GET /path` on host, then the headers."""
+    d = dict(headers[:3])
+    line = f"{d[b':method'].decode()} {d[b':path'].decode()} (host {d[b':authority'].decode()!r})"
+    rest = [f"{k.decode()}: {v.decode()!r}" for k, v in headers[3:]]
+    return line + ("; " + ", ".join(rest) if rest else "; no other headers")
+
+
+# -- regular expressions --------------------------------------------------------
+
+
+class _Unsupported(Exception):
+    """Raised inside the regex translator; never escapes `translate_regex`."""
+
+
+_PERL = {
+    "d": [(0x30, 0x39)],
+    "w": [(0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A), (0x5F, 0x5F)],
+    "s": [(0x09, 0x0A), (0x0C, 0x0D), (0x20, 0x20)],
+}
+_SIMPLE_ESC = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
+# RE2's simple case folding for ASCII letters includes two non-ASCII characters.
+_FOLD_EXTRA = {"k": ["\u212a"], "s": ["\u017f"]}
+
+
+def translate_regex(pattern: str) -> z3.ReRef | None:
+    """A Go/RE2 pattern as a z3 regex of the *search* (unanchored) language, or None.
+
+    Supported: literals, escapes, `.`, classes (ranges, negation, `\\d\\w\\s`),
+    groups, alternation, `* + ? {m} {m,} {m,n}` (lazy or not: same language),
+    `^`/`$`/`\\A`/`\\z` at the ends of top-level alternatives, and a leading
+    `(?i)`.  Anything else is None: the caller says "unknown", never guesses.
+    """
+    try:
+        return _RegexParser(pattern).search_language()
+    except (_Unsupported, IndexError, ValueError):
+        return None
+
+
+class _RegexParser:
+    def __init__(self, pattern: str) -> None:
+        self.fold = False
+        if pattern.startswith("(?i)"):
+            self.fold, pattern = True, pattern[4:]
+        self.s = pattern
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.s[self.i] if self.i < len(self.s) else None
+
+    def search_language(self) -> z3.ReRef:
+        alternatives = []
+        while True:
+            start_anchor = self._anchor(("^", "\\A"))
+            body = self.sequence()
+            end_anchor = self._anchor(("$", "\\z"))
+            left = EMPTY_RE if start_anchor else ANY
+            right = EMPTY_RE if end_anchor else ANY
+            alternatives.append(z3.Concat(left, body, right))
+            if self.peek() == "|":
+                self.i += 1
+                continue
+            if self.peek() is not None:
+                raise _Unsupported(self.s[self.i :])
+            break
+        return alternatives[0] if len(alternatives) == 1 else z3.Union(*alternatives)
+
+    def _anchor(self, spellings: tuple[str, ...]) -> bool:
+        for sp in spellings:
+            if self.s.startswith(sp, self.i):
+                self.i += len(sp)
+                return True
+        return False
+
+    def alternation(self) -> z3.ReRef:
+        parts = [self.sequence()]
+        while self.peek() == "|":
+            self.i += 1
+            parts.append(self.sequence())
+        return parts[0] if len(parts) == 1 else z3.Union(*parts)
+
+    def sequence(self) -> z3.ReRef:
+        items: list[z3.ReRef] = []
+        while self.peek() not in (None, "|", ")"):
+            if self.peek() == "$" or self.s.startswith("\\z", self.i):
+                # Only an anchor at the very end of an alternative is supported.
+                rest = self.s[self.i + (1 if self.peek() == "$" else 2) :]
+                if rest == "" or rest.startswith("|"):
+                    break
+                raise _Unsupported("anchor")
+            items.append(self.repeat(self.atom()))
+        if not items:
+            return EMPTY_RE
+        return items[0] if len(items) == 1 else z3.Concat(*items)
+
+    def repeat(self, re_: z3.ReRef) -> z3.ReRef:
+        while True:
+            c = self.peek()
+            if c == "*":
+                re_, self.i = z3.Star(re_), self.i + 1
+            elif c == "+":
+                re_, self.i = z3.Plus(re_), self.i + 1
+            elif c == "?":
+                re_, self.i = z3.Option(re_), self.i + 1
+            elif c == "{" and (m := re.match(r"\{(\d+)(,(\d*))?\}", self.s[self.i :])):
+                lo = int(m.group(1))
+                hi = lo if m.group(2) is None else (int(m.group(3)) if m.group(3) else None)
+                self.i += m.end()
+                if hi is None:
+                    re_ = z3.Concat(z3.Loop(re_, lo, lo), z3.Star(re_)) if lo else z3.Star(re_)
+                else:
+                    re_ = z3.Loop(re_, lo, hi) if hi else EMPTY_RE
+            else:
+                return re_
+            if self.peek() == "?":  # lazy: the same language
+                self.i += 1
+            if self.peek() in ("*", "+", "?"):
+                raise _Unsupported("double repetition")
+
+    def atom(self) -> z3.ReRef:
+        c = self.s[self.i]
+        if c == "(":
+            if self.s.startswith("(?:", self.i):
+                self.i += 3
+            elif self.s.startswith("(?", self.i):
+                raise _Unsupported("flags or named group")
+            else:
+                self.i += 1
+            inner = self.alternation()
+            if self.peek() != ")":
+                raise _Unsupported("unbalanced")
+            self.i += 1
+            return inner
+        if c == "[":
+            return self.char_class()
+        if c == ".":
+            self.i += 1
+            return z3.Intersect(ANY_CHAR, z3.Complement(lit_re("\n")))
+        if c in "^$":
+            raise _Unsupported("anchor")
+        if c == "\\":
+            ranges = self.escape(in_class=False)
+            return self._ranges_re(ranges)
+        if c in "*+?{":
+            if c == "{" and not re.match(r"\{(\d+)(,(\d*))?\}", self.s[self.i :]):
+                self.i += 1
+                return self._char("{")
+            raise _Unsupported("repetition without operand")
+        self.i += 1
+        return self._char(c)
+
+    def escape(self, in_class: bool) -> list[tuple[int, int]]:
+        c = self.s[self.i + 1]
+        self.i += 2
+        if c in _PERL:
+            return _PERL[c]
+        if c in "DWS":
+            return _negate(_PERL[c.lower()])
+        if c in _SIMPLE_ESC:
+            return [(ord(_SIMPLE_ESC[c]),) * 2]
+        if c == "x":
+            m = re.match(r"\{([0-9A-Fa-f]{1,6})\}|([0-9A-Fa-f]{2})", self.s[self.i :])
+            if not m:
+                raise _Unsupported("\\x")
+            self.i += m.end()
+            code = int(m.group(1) or m.group(2), 16)
+            return [(code, code)]
+        if not c.isalnum() and c.isascii():
+            return [(ord(c), ord(c))]
+        raise _Unsupported(f"\\{c}")
+
+    def char_class(self) -> z3.ReRef:
+        self.i += 1
+        negate = self.peek() == "^"
+        if negate:
+            self.i += 1
+        ranges: list[tuple[int, int]] = []
+        first = True
+        while True:
+            c = self.s[self.i]
+            if c == "]" and not first:
+                self.i += 1
+                break
+            first = False
+            if self.s.startswith("[:", self.i):
+                raise _Unsupported("POSIX class")
+            if c == "\\":
+                got = self.escape(in_class=True)
+                if len(got) != 1 or got[0][0] != got[0][1]:
+                    ranges.extend(got)
+                    continue
+                lo = got[0][0]
+            else:
+                lo = ord(c)
+                self.i += 1
+            if self.peek() == "-" and self.s[self.i + 1] != "]":
+                self.i += 1
+                if self.peek() == "\\":
+                    got = self.escape(in_class=True)
+                    if len(got) != 1 or got[0][0] != got[0][1]:
+                        raise _Unsupported("class range to a class")
+                    hi = got[0][0]
+                else:
+                    hi = ord(self.s[self.i])
+                    self.i += 1
+                if hi < lo:
+                    raise _Unsupported("bad range")
+                ranges.append((lo, hi))
+            else:
+                ranges.append((lo, lo))
+        if self.fold:
+            ranges = _fold_ranges(ranges)
+        if negate:
+            ranges = _negate(ranges)
+        return self._ranges_re(ranges, folded=True)
+
+    def _char(self, c: str) -> z3.ReRef:
+        return self._ranges_re([(ord(c), ord(c))])
+
+    def _ranges_re(self, ranges: list[tuple[int, int]], folded: bool = False) -> z3.ReRef:
+        if self.fold and not folded:
+            ranges = _fold_ranges(ranges)
+        if not ranges:
+            return z3.Empty(z3.ReSort(z3.StringSort()))
+        parts = [char_range(lo, hi) for lo, hi in ranges]
+        return parts[0] if len(parts) == 1 else z3.Union(*parts)
+
+
+def _negate(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    nxt = 0
+    for lo, hi in sorted(ranges):
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = max(nxt, hi + 1)
+    if nxt <= MAX_CHAR:
+        out.append((nxt, MAX_CHAR))
+    return out
+
+
+def _fold_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Add RE2's case-fold partners; only ASCII letters (and their two extras) are known."""
+    out = list(ranges)
+    for lo, hi in ranges:
+        for code in range(lo, min(hi, 0x7F) + 1):
+            ch = chr(code)
+            if ch.isalpha():
+                for partner in [ch.lower(), ch.upper(), *_FOLD_EXTRA.get(ch.lower(), [])]:
+                    out.append((ord(partner), ord(partner)))
+        if hi > 0x7F and any(
+            lo <= c <= hi for c in (0x17F, 0x212A)
+        ):  # a fold partner of k or s: add the ASCII letters
+            out.extend([(ord("k"), ord("k")), (ord("K"), ord("K"))] if lo <= 0x212A <= hi else [])
+            out.extend([(ord("s"), ord("s")), (ord("S"), ord("S"))] if lo <= 0x17F <= hi else [])
+        if hi > 0x7F and _has_cased_non_ascii(max(lo, 0x80), hi):
+            raise _Unsupported("case folding beyond ASCII")
+    return out
+
+
+def _has_cased_non_ascii(lo: int, hi: int) -> bool:
+    if hi - lo > 0x1000:
+        return True  # a wide range surely holds cased letters: say unknown
+    return any(
+        chr(c).lower() != chr(c) or chr(c).upper() != chr(c)
+        for c in range(lo, hi + 1)
+        if c not in (0x17F, 0x212A)
+    )
+
+
+_NO_SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)

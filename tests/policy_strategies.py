@@ -1,0 +1,105 @@
+"""Hypothesis strategies for valid IR policies, in the shape the parser produces.
+
+The parser flattens only the left operand of `and`/`or`, so a generated
+`And` never has an `And` first (nor an `Or` an `Or`); every generated policy
+checks without errors, so it can be printed, parsed and compared.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from hdrpolicy import ir
+from hdrpolicy.diagnostics import Span
+
+SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)
+
+HEADER_NAMES = ["a", "x-role", "x-tenant", "allow", "user-agent", "x-debug"]
+# Printable text plus the characters that need escapes or care in a layout.
+_ALPHABET = st.sampled_from([*'abAB019 /.-_"\\#()[],=é€', "\u00a0", "\U0001f600"])
+values = st.text(_ALPHABET, max_size=6)
+bodies = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
+PATTERNS = ["^/api/", "bot", "^a+b?$", "(?i)curl", "[0-9]{2,3}", "x|y", "."]
+
+
+def lit(value: str) -> ir.StringLit:
+    return ir.StringLit(value=value, span=SPAN)
+
+
+@st.composite
+def compares(draw: st.DrawFn) -> ir.Compare:
+    kind = draw(st.sampled_from(list(ir.SubjectKind)))
+    name = draw(st.sampled_from(HEADER_NAMES)) if kind is ir.SubjectKind.HEADER else None
+    subject = ir.Subject(kind=kind, name=name, span=SPAN)
+    op = draw(st.sampled_from(list(ir.Op)))
+    ignore_case = False
+    vals: list[ir.StringLit] = []
+    if op is ir.Op.MATCHES:
+        vals = [lit(draw(st.sampled_from(PATTERNS)))]
+    elif op is not ir.Op.EXISTS:
+        ignore_case = draw(st.booleans())
+        n = draw(st.integers(1, 3)) if op in (ir.Op.IN, ir.Op.NOT_IN) else 1
+        raw = [draw(values) for _ in range(n)]
+        if kind is ir.SubjectKind.HOST and not ignore_case:
+            raw = [v.lower() for v in raw]
+        vals = [lit(v) for v in raw]
+    return ir.Compare(subject=subject, op=op, values=vals, ignore_case=ignore_case, span=SPAN)
+
+
+def _extend(children: st.SearchStrategy[ir.Condition]) -> st.SearchStrategy[ir.Condition]:
+    def nary(cls: type[ir.And] | type[ir.Or]) -> st.SearchStrategy[ir.Condition]:
+        first = children.filter(lambda c: not isinstance(c, cls))
+        return st.builds(
+            lambda a, rest: cls(operands=[a, *rest], span=SPAN),
+            first,
+            st.lists(children, min_size=1, max_size=3),
+        )
+
+    return st.one_of(
+        st.builds(lambda c: ir.Not(operand=c, span=SPAN), children),
+        nary(ir.And),
+        nary(ir.Or),
+    )
+
+
+conditions: st.SearchStrategy[ir.Condition] = st.recursive(compares(), _extend, max_leaves=6)
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> ir.Response:
+    body = draw(st.none() | bodies)
+    headers = [
+        ir.ResponseHeader(name=n, value=lit(draw(values)), span=SPAN)
+        for n in draw(st.lists(st.sampled_from(["retry-after", "x-reason"]), max_size=2))
+    ]
+    return ir.Response(
+        status=draw(st.integers(200, 599)),
+        body=lit(body) if body is not None else None,
+        headers=headers,
+        span=SPAN,
+    )
+
+
+@st.composite
+def rules(draw: st.DrawFn, conditional: bool = True) -> ir.Rule:
+    action = draw(st.sampled_from(list(ir.Action)))
+    response = draw(responses()) if action is ir.Action.DENY else None
+    if not conditional:
+        return ir.Rule(action=action, response=response, span=SPAN)
+    return ir.Rule(
+        action=action,
+        response=response,
+        guard=draw(st.sampled_from(list(ir.Guard))),
+        condition=draw(conditions),
+        span=SPAN,
+    )
+
+
+@st.composite
+def policies(draw: st.DrawFn, max_rules: int = 5) -> ir.Policy:
+    body = draw(st.lists(rules(), max_size=max_rules))
+    default = draw(st.none() | responses())
+    if default is None and draw(st.booleans()):
+        body.append(draw(rules(conditional=False)))
+    name = draw(st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True))
+    return ir.Policy(name=name, rules=body, default=default, span=SPAN)
