@@ -6,12 +6,10 @@ Needs the CLI's `hdrpolicy fmt --check` and `hdrpolicy check --strict`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +28,6 @@ def _run(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
-@pytest.mark.skipif(not PRE_COMMIT.exists() or not shutil.which("git"), reason="no pre-commit")
 def test_hooks_pass_on_a_tidy_policy_and_fail_on_a_messy_one(tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -68,8 +65,8 @@ def test_hooks_pass_on_a_tidy_policy_and_fail_on_a_messy_one(tmp_path: Path) -> 
     assert '+deny 403 unless header allow == "true"' in bad.stdout
 
 
-@pytest.mark.skipif(not PRE_COMMIT.exists() or not shutil.which("git"), reason="no pre-commit")
-def test_try_repo_reads_the_hooks_file(tmp_path: Path) -> None:
+def test_try_repo_installs_and_runs_the_published_hooks(tmp_path: Path) -> None:
+    """What a user's `.pre-commit-config.yaml` pointing at this repository gets."""
     env = {
         **os.environ,
         "PRE_COMMIT_HOME": str(tmp_path / "cache"),
@@ -80,7 +77,14 @@ def test_try_repo_reads_the_hooks_file(tmp_path: Path) -> None:
     _run(work, "git", "init", "-q", env=env)
     (work / "edge.hp").write_text('policy "edge"\n\ndeny 403 unless header allow == "true"\n')
     _run(work, "git", "add", ".", env=env)
-    # `try-repo` validates the manifest and lists the hooks before installing them;
-    # an unknown hook id fails fast without any install.
-    out = _run(work, str(PRE_COMMIT), "try-repo", str(REPO), "no-such-hook", env=env)
-    assert "No hook with id `no-such-hook`" in out.stdout + out.stderr
+    tidy = _run(work, str(PRE_COMMIT), "try-repo", str(REPO), "--all-files", env=env)
+    assert tidy.returncode == 0, tidy.stdout + tidy.stderr
+    assert "hdrpolicy check" in tidy.stdout and "hdrpolicy fmt" in tidy.stdout
+
+    (work / "edge.hp").write_text('policy "edge"\ndeny 403 unless header allow=="true"\n')
+    _run(work, "git", "add", ".", env=env)
+    messy = _run(
+        work, str(PRE_COMMIT), "try-repo", str(REPO), "hdrpolicy-fmt", "--all-files", env=env
+    )
+    assert messy.returncode == 1
+    assert '+deny 403 unless header allow == "true"' in messy.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -12,11 +13,32 @@ import typer
 
 from hdrpolicy import __version__, runner
 from hdrpolicy import explain as explain_decision
+from hdrpolicy.analysis import analyse
 from hdrpolicy.build import BuildError
 from hdrpolicy.compiler import OCI, compile_policy
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, render_json, render_text
+from hdrpolicy.diagnostics import (
+    Diagnostic,
+    Severity,
+    Source,
+    has_errors,
+    render_json,
+    render_text,
+    sort_key,
+)
+from hdrpolicy.diff import diff_policies, load_policy
+from hdrpolicy.diff import render_json as render_diff_json
+from hdrpolicy.diff import render_markdown as render_diff_markdown
+from hdrpolicy.diff import render_text as render_diff_text
 from hdrpolicy.evaluate import evaluate
-from hdrpolicy.manifests import DeployOptions, ManifestError, Phase, TargetRef, pin_manifests
+from hdrpolicy.fmt import format_file
+from hdrpolicy.manifests import (
+    DeployOptions,
+    ManifestError,
+    Phase,
+    TargetRef,
+    pin_manifests,
+    write_atomically,
+)
 from hdrpolicy.oci import ImageError, docker_build_and_push
 from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
@@ -24,6 +46,7 @@ from hdrpolicy.policytests import load as load_tests
 from hdrpolicy.push import PushError, push_layout
 from hdrpolicy.runner import PolicyReport
 from hdrpolicy.runner import run as run_tests
+from hdrpolicy.sarif import render_sarif
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
 app = typer.Typer(
@@ -35,7 +58,10 @@ app = typer.Typer(
 )
 
 # Exit statuses.
-OK, FAILED, SKIPPED_BUILD = 0, 1, 3
+OK, FAILED, INVALID, SKIPPED_BUILD = 0, 1, 2, 3
+# The rule analysis's time per policy in `check`, and (smaller) in `compile`.
+ANALYSIS_BUDGET_MS = 10_000
+COMPILE_ANALYSIS_BUDGET_MS = 2_000
 
 
 class OutputFormat(StrEnum):
@@ -74,14 +100,37 @@ def _read_checked(path: Path) -> Checked | None:
         return None
 
 
+class CheckFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    SARIF = "sarif"
+
+
+def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
+    """Add the analysis warnings (errors with --strict) to a policy that checked clean."""
+    if not checked.ok or checked.policy is None or budget_ms <= 0:
+        return checked
+    findings = analyse(checked.policy, checked.source, budget_ms)
+    if strict:
+        findings = [dataclasses.replace(d, severity=Severity.ERROR) for d in findings]
+    checked.diagnostics = sorted([*checked.diagnostics, *findings], key=sort_key)
+    return checked
+
+
 @app.command()
 def check(
     policies: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Diagnostics as text or JSON.")
-    ] = OutputFormat.TEXT,
+        CheckFormat, typer.Option("--format", help="Diagnostics as text, JSON or SARIF 2.1.0.")
+    ] = CheckFormat.TEXT,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Analysis findings are errors, not warnings.")
+    ] = False,
+    budget_ms: Annotated[
+        int, typer.Option(help="Time for the rule analysis per policy; 0 turns it off.")
+    ] = ANALYSIS_BUDGET_MS,
 ) -> None:
-    """Check policies and print diagnostics; exit 1 if any has an error."""
+    """Check policies: errors, then exact rule analysis; exit 1 if anything is an error."""
     results = []
     unreadable = False
     for path in policies:
@@ -89,12 +138,91 @@ def check(
         if checked is None:
             unreadable = True
         else:
-            results.append(checked)
-    _print_diagnostics(results, output_format)
-    if unreadable or not all(c.ok for c in results):
+            results.append(_analysed(checked, budget_ms, strict))
+    items = [(c.source, d) for c in results for d in c.diagnostics]
+    if output_format is CheckFormat.SARIF:
+        typer.echo(render_sarif(items))
+    else:
+        _print_diagnostics(results, OutputFormat(output_format.value))
+    failed = unreadable or any(has_errors(c.diagnostics) or c.policy is None for c in results)
+    if failed:
         raise typer.Exit(FAILED)
-    if output_format is OutputFormat.TEXT:
+    if output_format is CheckFormat.TEXT:
         _err(f"ok: {len(results)} polic{'y' if len(results) == 1 else 'ies'} checked")
+
+
+@app.command(name="fmt")
+def fmt_command(
+    files: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Change nothing; print the diff and exit 1.")
+    ] = False,
+) -> None:
+    """Rewrite policies in the canonical layout (comments kept, meaning unchanged)."""
+    failed = False
+    for path in files:
+        try:
+            formatted = format_file(path)
+        except OSError as exc:
+            _err(f"error: cannot read `{path}`: {exc.strerror or exc}")
+            failed = True
+            continue
+        if formatted.text is None:
+            for d in formatted.diagnostics:
+                _err(render_text(formatted.source, d) + "\n")
+            _err(f"error: `{path}` has errors and was not formatted")
+            failed = True
+            continue
+        if not formatted.changed:
+            continue
+        if check_only:
+            typer.echo(formatted.diff(), nl=False)
+            failed = True
+        else:
+            write_atomically(path, formatted.text)
+            _err(f"reformatted `{path}`")
+    if failed:
+        raise typer.Exit(FAILED)
+
+
+class DiffFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+@app.command(name="diff")
+def diff_command(
+    old: Annotated[str, typer.Argument(help="A policy file, or REV:PATH from git.")],
+    new: Annotated[str, typer.Argument(help="A policy file, or REV:PATH from git.")],
+    output_format: Annotated[
+        DiffFormat, typer.Option("--format", help="text, json or markdown (for a PR comment).")
+    ] = DiffFormat.TEXT,
+) -> None:
+    """What changes in behaviour from OLD to NEW, each with a witness request.
+
+    Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is invalid.
+    """
+    loaded = []
+    for spec in (old, new):
+        try:
+            checked = load_policy(spec)
+        except OSError as exc:
+            _err(f"error: cannot read `{spec}`: {exc.strerror or exc}")
+            raise typer.Exit(INVALID) from None
+        if not checked.ok or checked.policy is None:
+            _print_diagnostics([checked], OutputFormat.TEXT)
+            raise typer.Exit(INVALID)
+        loaded.append(checked.policy)
+    result = diff_policies(loaded[0], loaded[1])
+    render = {
+        DiffFormat.TEXT: render_diff_text,
+        DiffFormat.JSON: render_diff_json,
+        DiffFormat.MARKDOWN: render_diff_markdown,
+    }[output_format]
+    typer.echo(render(result, old, new), nl=False)
+    if not result.equivalent:
+        raise typer.Exit(FAILED)
 
 
 @app.command(name="compile")
@@ -145,6 +273,9 @@ def compile_command(
         bool,
         typer.Option("--docker", help="With --push: build and push with a Docker engine."),
     ] = False,
+    analysis_budget_ms: Annotated[
+        int, typer.Option(help="Time for the rule analysis's warnings; 0 turns it off.")
+    ] = COMPILE_ANALYSIS_BUDGET_MS,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     if docker and push is None:
@@ -180,6 +311,8 @@ def compile_command(
         if exc.output:
             _err(exc.output)
         raise typer.Exit(FAILED) from None
+    if result.checked.ok:
+        _analysed(result.checked, analysis_budget_ms, strict=False)
     _print_diagnostics([result.checked], OutputFormat.TEXT)
     if not result.checked.ok:
         raise typer.Exit(FAILED)
