@@ -6,17 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import EXAMPLES
-
-
-def hdrpolicy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hdrpolicy", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        check=False,
-    )
+from conftest import EXAMPLES, hdrpolicy
 
 
 def test_check_ok_examples() -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, hdrpolicy
 from hdrpolicy import ir
 from hdrpolicy.diagnostics import Source, render_text
 from hdrpolicy.evaluate import Headers, evaluate
@@ -32,16 +30,6 @@ def req(
 ) -> Headers:
     base = [(":method", method), (":path", path), (":authority", host), *headers]
     return [(k.encode(), v.encode()) for k, v in base]
-
-
-def hdrpolicy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hdrpolicy", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        check=False,
-    )
 
 
 # -- the evaluator ----------------------------------------------------------------

@@ -5,22 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, hdrpolicy
 
 TUTORIAL = (EXAMPLES / "header-authorization.hp").read_text()
-
-
-def hdrpolicy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hdrpolicy", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def test_fmt_check_passes_on_every_example() -> None:

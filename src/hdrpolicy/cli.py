@@ -64,6 +64,20 @@ ANALYSIS_BUDGET_MS = 10_000
 COMPILE_ANALYSIS_BUDGET_MS = 2_000
 
 
+# Registry options, shared by `compile --push` and `push`.
+Username = Annotated[str | None, typer.Option(help="Registry user name.")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")
+]
+PlainHttp = Annotated[
+    bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS, to the registry.")
+]
+Insecure = Annotated[
+    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate.")
+]
+Force = Annotated[bool, typer.Option("--force", help="Move a tag that names a different image.")]
+
+
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -256,19 +270,11 @@ def compile_command(
     push: Annotated[
         str | None, typer.Option("--push", help="Then push the image to REF (see `push`).")
     ] = None,
-    username: Annotated[str | None, typer.Option(help="Registry user name.")] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")
-    ] = False,
-    plain_http: Annotated[
-        bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS, to the registry.")
-    ] = False,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate.")
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Move a tag that names a different image.")
-    ] = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    plain_http: PlainHttp = False,
+    insecure: Insecure = False,
+    force: Force = False,
     docker: Annotated[
         bool,
         typer.Option("--docker", help="With --push: build and push with a Docker engine."),
@@ -401,19 +407,11 @@ def _push(
 def push_command(
     directory: Annotated[Path, typer.Argument(help="A directory written by `compile`.")],
     ref: Annotated[str, typer.Argument(help="REGISTRY/REPOSITORY:TAG")],
-    username: Annotated[str | None, typer.Option(help="Registry user name.")] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")
-    ] = False,
-    plain_http: Annotated[
-        bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS, to the registry.")
-    ] = False,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate.")
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Move a tag that names a different image.")
-    ] = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    plain_http: PlainHttp = False,
+    insecure: Insecure = False,
+    force: Force = False,
 ) -> None:
     """Push DIR/oci to REF, print its digest, and pin DIR's manifests to it."""
     if not (directory / OCI).is_dir():
