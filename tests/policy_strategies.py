@@ -17,7 +17,8 @@ SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)
 HEADER_NAMES = ["a", "x-role", "x-tenant", "allow", "user-agent", "x-debug"]
 # Printable text plus the characters that need escapes or care in a layout.
 _ALPHABET = st.sampled_from([*'abAB019 /.-_"\\#()[],=é€', "\u00a0", "\U0001f600"])
-values = st.text(_ALPHABET, max_size=6)
+# Values never start or end with a space: the checker rejects those (they cannot match).
+values = st.text(_ALPHABET, max_size=6).map(lambda v: v.strip(" "))
 bodies = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
 PATTERNS = ["^/api/", "bot", "^a+b?$", "(?i)curl", "[0-9]{2,3}", "x|y", "."]
 

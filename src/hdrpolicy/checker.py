@@ -13,6 +13,7 @@ import re2
 from hdrpolicy import ir
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
 from hdrpolicy.lower import PolicyParts
+from hdrpolicy.printer import policy_string
 
 MIN_STATUS, MAX_STATUS = 200, 599
 # RFC 9110 token characters: what an HTTP field name may consist of.
@@ -199,6 +200,7 @@ class _Checker:
             return
         for lit in cmp.values:
             self.header_value(lit, f"a value of `{subject.label}`")
+            self.never_seen(cmp, lit)
             if (
                 subject.kind is ir.SubjectKind.HOST
                 and not cmp.ignore_case
@@ -210,6 +212,37 @@ class _Checker:
                     lit.span,
                     help=f'write "{lit.value.lower()}"',
                 )
+
+    def never_seen(self, cmp: ir.Compare, lit: ir.StringLit) -> None:
+        """A literal the normalised value can never hold makes the comparison dead."""
+        value, kind = lit.value, cmp.subject.kind
+        whole = cmp.op in (ir.Op.EQ, ir.Op.NE, ir.Op.IN, ir.Op.NOT_IN)
+        if kind is ir.SubjectKind.PATH and "?" in value:
+            self.error(
+                "HP210",
+                "`path` never contains `?`: it is compared without its query string",
+                lit.span,
+                help="compare the path only; the query string is not part of it",
+            )
+        elif kind is ir.SubjectKind.HOST and re.search(r":[0-9]*$", value) and whole:
+            self.error(
+                "HP210",
+                f"`host` is compared without its port, so `{value}` never matches",
+                lit.span,
+                help=f'write "{value.rsplit(":", 1)[0]}"',
+            )
+        elif value != value.strip(" \t") and (
+            whole
+            or (cmp.op is ir.Op.STARTS_WITH and value[:1] in " \t")
+            or (cmp.op is ir.Op.ENDS_WITH and value[-1:] in " \t")
+        ):
+            self.error(
+                "HP210",
+                f"values are compared without leading and trailing spaces, "
+                f"so {policy_string(value)} never matches",
+                lit.span,
+                help=f"write {policy_string(value.strip(' ' + chr(9)))}",
+            )
 
     def header_name(self, name: str, span: Span) -> bool:
         if _TOKEN.match(name):
