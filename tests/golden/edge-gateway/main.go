@@ -222,18 +222,6 @@ const (
 	numFields
 )
 
-// fieldNames are the header names the host uses.
-var fieldNames = [numFields]string{
-	":method",
-	"authorization",
-	":path",
-	"x-role",
-	"user-agent",
-	"x-tenant",
-	":authority",
-	"x-debug",
-}
-
 // fieldLabels are the policy's names for the fields, for the log.
 var fieldLabels = [numFields]string{
 	"method",

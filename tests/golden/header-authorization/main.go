@@ -122,11 +122,6 @@ const (
 	numFields
 )
 
-// fieldNames are the header names the host uses.
-var fieldNames = [numFields]string{
-	"allow",
-}
-
 // fieldLabels are the policy's names for the fields, for the log.
 var fieldLabels = [numFields]string{
 	"header allow",

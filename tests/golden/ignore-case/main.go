@@ -139,13 +139,6 @@ const (
 	numFields
 )
 
-// fieldNames are the header names the host uses.
-var fieldNames = [numFields]string{
-	"x-env",
-	":method",
-	"user-agent",
-}
-
 // fieldLabels are the policy's names for the fields, for the log.
 var fieldLabels = [numFields]string{
 	"header x-env",

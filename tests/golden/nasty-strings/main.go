@@ -147,15 +147,6 @@ const (
 	numFields
 )
 
-// fieldNames are the header names the host uses.
-var fieldNames = [numFields]string{
-	"x-a",
-	":path",
-	"x-b",
-	"x-c",
-	"x-d",
-}
-
 // fieldLabels are the policy's names for the fields, for the log.
 var fieldLabels = [numFields]string{
 	"header x-a",

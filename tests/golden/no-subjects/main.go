@@ -103,9 +103,6 @@ const (
 	numFields field = iota
 )
 
-// fieldNames are the header names the host uses.
-var fieldNames = [numFields]string{}
-
 // fieldLabels are the policy's names for the fields, for the log.
 var fieldLabels = [numFields]string{}
 
