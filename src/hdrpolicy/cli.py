@@ -100,10 +100,12 @@ def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
         return
     for source, d in items:
         _err(render_text(source, d) + "\n")
-    errors = sum(d.severity is Severity.ERROR for _, d in items)
-    warnings = len(items) - errors
+    counts = {sev: sum(d.severity is sev for _, d in items) for sev in Severity}
     if items:
-        _err(f"{errors} error(s), {warnings} warning(s)")
+        summary = f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s)"
+        if counts[Severity.NOTE]:
+            summary += f", {counts[Severity.NOTE]} note(s)"
+        _err(summary)
 
 
 def _read_checked(path: Path) -> Checked | None:
@@ -126,7 +128,10 @@ def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
         return checked
     findings = analyse(checked.policy, checked.source, budget_ms)
     if strict:
-        findings = [dataclasses.replace(d, severity=Severity.ERROR) for d in findings]
+        findings = [
+            dataclasses.replace(d, severity=Severity.ERROR) if d.severity is Severity.WARNING else d
+            for d in findings
+        ]
     checked.diagnostics = sorted([*checked.diagnostics, *findings], key=sort_key)
     return checked
 

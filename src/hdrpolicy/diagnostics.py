@@ -32,6 +32,9 @@ class Span(BaseModel):
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    # Worth knowing, often intended (an `allow` carved out before denies):
+    # never an error, not even with `--strict`.
+    NOTE = "note"
 
 
 # Stable diagnostic codes.  Never renumber: users filter and suppress by code.

@@ -17,7 +17,7 @@ from hdrpolicy.diagnostics import CODES, Diagnostic, Severity, Source
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/hdrpolicy/hdrpolicy"
-_LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning"}
+_LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "note"}
 
 
 def to_sarif(items: list[tuple[Source, Diagnostic]]) -> dict[str, Any]:
