@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from hypothesis import strategies as st
 
 from hdrpolicy import ir
 from hdrpolicy.analysis import analyse
-from hdrpolicy.diagnostics import Diagnostic, Source
-from hdrpolicy.evaluate import evaluate
+from hdrpolicy.diagnostics import Diagnostic, Severity, Source
+from hdrpolicy.evaluate import evaluate, fires
 from hdrpolicy.pipeline import check_source
+from hdrpolicy.regular import Algebra
 from hdrpolicy.smt import string_val, translate_regex
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "policies"
 
 THREE = """\
 policy "three"
@@ -75,9 +78,13 @@ def test_allow_that_makes_a_deny_partly_dead() -> None:
     policy, found = _analyse(
         'allow when method == "OPTIONS"\ndeny 401 "creds" when not header authorization exists\n'
     )
-    assert [(d.code, d.span.line) for d in found] == [("HP404", 2)]
-    decision = evaluate(policy, _witness(found[0]))
+    # One note, on the allow, naming the deny it overrides; not a warning.
+    [finding] = found
+    assert (finding.code, finding.span.line, finding.severity) == ("HP404", 1, Severity.NOTE)
+    assert "deny rules at line 2 " in finding.message
+    decision = evaluate(policy, _witness(finding))
     assert decision.allowed and decision.rule is policy.rules[0]
+    assert fires(policy.rules[1], decision.values, [])
 
 
 @pytest.mark.parametrize(
@@ -91,6 +98,21 @@ def test_allow_that_makes_a_deny_partly_dead() -> None:
         ('method == "GET" and method == "put" ignoring case', "false"),
         ('path matches "[?]"', "false"),  # the path never holds its query string
         ('header a == "x" ignoring case and header a == "X"', None),
+        ('header a starts_with "ab" and header a ends_with "ba" and header a == "aba"', None),
+        ('header a == "ab" ignoring case and header a starts_with "A"', None),
+        (
+            'header a starts_with "x" ignoring case and not header a starts_with "x" '
+            'and not header a starts_with "X"',
+            "false",
+        ),
+        ('header a contains "bc" and not header a contains "b"', "false"),
+        ('header a in ["x", "y"] and header a not in ["x"] and header a != "y"', "false"),
+        ('path ends_with "/" or not path ends_with "/"', "true"),
+        (r'header a matches "[^\\d\\D]"', "false"),  # a class no character is in
+        ('host contains "a" and host == "b"', "false"),
+        ('method == ""', "false"),
+        ('header a == "" and header a exists', None),
+        ('header a matches "^ "', "false"),  # values are trimmed
     ],
 )
 def test_constant_conditions(condition: str, value: str | None) -> None:
@@ -142,6 +164,36 @@ def test_regex_translation_agrees_with_re2(pattern: str, text: str) -> None:
     solver = z3.Solver()
     solver.add(z3.InRe(string_val(text), regex))
     assert (solver.check() == z3.sat) == (re2.search(pattern, text) is not None)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(PATTERNS, st.text(st.sampled_from("abckKmxyz019./-_ \u212a\u017f"), max_size=6))
+def test_regular_terms_agree_with_re2(pattern: str, text: str) -> None:
+    """The derivative-based terms the analysis decides with mean what RE2 means."""
+    regex = translate_regex(pattern)
+    assert regex is not None
+    alg = Algebra()
+    assert alg.accepts(alg.from_z3(regex), text) == (re2.search(pattern, text) is not None)
+
+
+def test_untranslatable_regex_is_unknown_never_a_guess() -> None:
+    text = r'deny 403 when header a matches "\\bx"' + '\ndeny 401 when header a == "x"\n'
+    _, found = _analyse(text)
+    assert [d.code for d in found if d.code in ("HP401", "HP402")] == []
+
+
+def test_generated_200_rule_policy_is_analysed_completely() -> None:
+    """The bench's policy: every finding decided (no HP405); timing is the bench's job."""
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench_analysis.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    policy, found = _analyse(bench.generated(200), budget_ms=120_000)
+    codes = {d.code for d in found}
+    assert codes == {"HP404"}
+    for d in found[:20]:
+        decision = evaluate(policy, _witness(d))
+        assert decision.allowed and decision.rule is not None
 
 
 @pytest.mark.parametrize("pattern", [r"\bx", "(?P<n>a)", "a^b", "(?s).", r"\pL", "[[:alpha:]]"])

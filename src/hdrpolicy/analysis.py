@@ -10,7 +10,6 @@ witness through the reference evaluator, and is reported as "unknown"
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import z3
 
@@ -18,23 +17,19 @@ from hdrpolicy import ir
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
 from hdrpolicy.evaluate import Decision, Headers, evaluate, fires
 from hdrpolicy.fmt import condition_text
-from hdrpolicy.smt import Encoder, render_request, response_key
+from hdrpolicy.reasoner import Answer, Reasoner
+from hdrpolicy.smt import render_request, response_key, simplify
 
 DEFAULT_BUDGET_MS = 10_000
-# One query never takes more than this share of the budget.
-_QUERY_SHARE = 4
+
+
+# HP404 lists at most this many denies per allow, with witnesses for the first few.
+MAX_LISTED = 10
+MAX_WITNESSES = 3
 
 
 class _BudgetExhausted(Exception):
     """Raised when the analysis budget is spent; `run` turns it into one HP405."""
-
-
-@dataclass
-class _Query:
-    """A z3 answer: sat with a request, unsat, or unknown."""
-
-    verdict: str
-    request: Headers | None = None
 
 
 class _Analysis:
@@ -42,31 +37,25 @@ class _Analysis:
         self.policy = policy
         self.source = source
         self.deadline = time.monotonic() + budget_ms / 1000
-        self.query_ms = max(1, budget_ms // _QUERY_SHARE)
-        self.enc = Encoder()
-        self.fires = [self.enc.fires(r) for r in policy.rules]
-        self.solver = z3.Solver()
-        self.solver.add(*self.enc.domain())
+        self.r = Reasoner([policy], self.deadline)
+        # f{i}: rule i fires; nb{i}: no rule before i fires; d{i}: rule i decides.
+        self.fires = [self.r.define(f"f{i}", self.r.fires(r)) for i, r in enumerate(policy.rules)]
+        self.nb: list[z3.BoolRef] = [z3.BoolVal(True)]
+        for i, f in enumerate(self.fires):
+            self.nb.append(self.r.define(f"nb{i + 1}", z3.And(self.nb[i], z3.Not(f))))
+        self.decides = [
+            self.r.define(f"d{i}", z3.And(f, self.nb[i])) for i, f in enumerate(self.fires)
+        ]
         self.findings: list[Diagnostic] = []
-        self.unknown: list[str] = []
 
-    def query(self, *formulas: z3.BoolRef) -> _Query:
-        left_ms = int((self.deadline - time.monotonic()) * 1000)
-        if left_ms <= 0:
+    def query(self, *formulas: z3.BoolRef, witness: bool = True) -> Answer:
+        """One question to the reasoner; a sat answer carries a request only with `witness`."""
+        if time.monotonic() >= self.deadline:
             raise _BudgetExhausted
-        self.solver.set("timeout", min(self.query_ms, left_ms))
-        self.solver.push()
-        try:
-            self.solver.add(*formulas)
-            result = self.solver.check()
-            if result == z3.sat:
-                return _Query("sat", self.enc.request(self.solver.model()))
-            return _Query("unsat" if result == z3.unsat else "unknown")
-        finally:
-            self.solver.pop()
+        return self.r.check(*formulas, witness=witness)
 
     def none_before(self, i: int) -> z3.BoolRef:
-        return z3.And(*[z3.Not(f) for f in self.fires[:i]]) if i else z3.BoolVal(True)
+        return self.nb[i]
 
     def warn(self, code: str, message: str, span: Span, help: str | None, *notes: str) -> None:
         self.findings.append(Diagnostic(code, Severity.WARNING, message, span, help, notes))
@@ -104,9 +93,9 @@ class _Analysis:
         for i, rule in enumerate(self.policy.rules):
             if i not in dead:
                 self.redundant(i, rule)
-        for i, rule in enumerate(self.policy.rules):
-            if i not in dead and rule.action is ir.Action.DENY and rule.condition is not None:
-                self.partly_dead(i, rule)
+        for j, rule in enumerate(self.policy.rules):
+            if j not in dead and rule.action is ir.Action.ALLOW:
+                self.overridden_denies(j, rule, dead)
 
     def constant_conditions(self, i: int, rule: ir.Rule) -> bool:
         """Report the outermost sub-conditions that are always true or always false.
@@ -121,9 +110,9 @@ class _Analysis:
         return whole is not None
 
     def _constant(self, cond: ir.Condition) -> str | None:
-        formula = self.enc.condition(cond)
+        formula = self.r.condition(cond)
         for value, test in (("false", formula), ("true", z3.Not(formula))):
-            if self.query(test).verdict == "unsat":
+            if self.query(test, witness=False).verdict == "unsat":
                 text = condition_text(cond)
                 self.warn(
                     "HP402",
@@ -145,22 +134,32 @@ class _Analysis:
 
     def shadowed(self, i: int, rule: ir.Rule) -> bool:
         fires_i = self.fires[i]
-        answer = self.query(fires_i, self.none_before(i))
+        answer = self.query(fires_i, self.none_before(i), witness=False)
         if answer.verdict == "unknown":
             self.note_unknown(f"whether the rule at line {rule.span.line} can fire", rule.span)
             return False
         if answer.verdict == "sat":
             return False
-        overlapping = [j for j in range(i) if self.query(fires_i, self.fires[j]).verdict != "unsat"]
+        overlapping = [
+            j
+            for j in range(i)
+            if self.query(fires_i, self.fires[j], witness=False).verdict != "unsat"
+        ]
         witness = self.query(fires_i)
         lines = ", ".join(str(self.policy.rules[j].span.line) for j in overlapping)
         notes = []
         if witness.request is not None:
-            decision = evaluate(self.policy, witness.request)
-            if self._would_fire(rule, decision) and _rank(self.policy, decision) < i:
+
+            def shows(request: Headers) -> bool:
+                decision = evaluate(self.policy, request)
+                return self._would_fire(rule, decision) and _rank(self.policy, decision) < i
+
+            if shows(witness.request):
+                request = simplify(witness.request, shows)
                 notes.append(
-                    f"witness: {render_request(witness.request)} "
-                    f"is decided by {_by(self.policy, decision)} although this rule would fire"
+                    f"witness: {render_request(request)} is decided by "
+                    f"{_by(self.policy, evaluate(self.policy, request))} "
+                    "although this rule would fire"
                 )
         self.warn(
             "HP401",
@@ -176,13 +175,22 @@ class _Analysis:
         rest = [r for j, r in enumerate(self.policy.rules) if j != i]
         without = self.policy.model_copy(update={"rules": rest})
         mine = response_key(rule.response)
-        same_after: z3.BoolRef = z3.BoolVal(response_key(self.policy.default) == mine)
+        # The response after rule i is `mine`: built from the end, staying the
+        # constant False (no query needed) until a rule or the default agrees.
+        same_after: z3.BoolRef | None = (
+            z3.BoolVal(True) if response_key(self.policy.default) == mine else None
+        )
         for j in range(len(self.policy.rules) - 1, i, -1):
-            later = self.policy.rules[j]
-            same = z3.BoolVal(response_key(later.response) == mine)
-            same_after = z3.If(self.fires[j], same, same_after)
-        decides = z3.And(self.fires[i], self.none_before(i))
-        answer = self.query(decides, z3.Not(same_after))
+            if response_key(self.policy.rules[j].response) == mine:
+                same_after = (
+                    self.fires[j] if same_after is None else z3.Or(self.fires[j], same_after)
+                )
+            elif same_after is not None:
+                same_after = z3.And(z3.Not(self.fires[j]), same_after)
+        if same_after is None:
+            return  # no later rule answers the same: every request it decides would change
+        decides = self.decides[i]
+        answer = self.query(decides, z3.Not(same_after), witness=False)
         if answer.verdict == "unknown":
             self.note_unknown(f"whether the rule at line {rule.span.line} is redundant", rule.span)
         if answer.verdict != "unsat":
@@ -190,12 +198,16 @@ class _Analysis:
         witness = self.query(decides)
         notes = []
         if witness.request is not None:
-            before = evaluate(self.policy, witness.request)
-            after = evaluate(without, witness.request)
-            if before.rule is rule and _same(before, after):
+
+            def shows(request: Headers) -> bool:
+                before = evaluate(self.policy, request)
+                return before.rule is rule and _same(before, evaluate(without, request))
+
+            if shows(witness.request):
+                request = simplify(witness.request, shows)
                 notes.append(
-                    f"witness: {render_request(witness.request)} is decided by this rule; "
-                    f"without it, {_by(without, after)} decides the same"
+                    f"witness: {render_request(request)} is decided by this rule; "
+                    f"without it, {_by(without, evaluate(without, request))} decides the same"
                 )
         self.warn(
             "HP403",
@@ -205,39 +217,66 @@ class _Analysis:
             *notes,
         )
 
-    def partly_dead(self, k: int, rule: ir.Rule) -> None:
-        """Each earlier `allow` that decides some requests this deny would refuse."""
-        allows = [j for j in range(k) if self.policy.rules[j].action is ir.Action.ALLOW]
-        blocked: list[z3.BoolRef] = []
-        for _ in allows:
-            decided_by_allow = z3.Or(*[z3.And(self.fires[j], self.none_before(j)) for j in allows])
-            answer = self.query(self.fires[k], decided_by_allow, *blocked)
+    def overridden_denies(self, j: int, allow: ir.Rule, dead: set[int]) -> None:
+        """One note per `allow`: the later denies it takes requests from, with witnesses.
+
+        An `allow` carved out ahead of denies is usually intended (a CORS
+        preflight, a health check), so this is a note, not a warning; one per
+        allow, listing the denies, keeps a 200-rule policy's output readable.
+        """
+        lines: list[int] = []
+        notes: list[str] = []
+        more = False
+        for k in range(j + 1, len(self.policy.rules)):
+            rule = self.policy.rules[k]
+            if k in dead or rule.action is not ir.Action.DENY or rule.condition is None:
+                continue
+            if len(lines) == MAX_LISTED:
+                more = self.query(self.decides[j], self.fires[k], witness=False).verdict == "sat"
+                break
+            answer = self.query(self.decides[j], self.fires[k])
             if answer.verdict == "unknown":
                 self.note_unknown(
-                    f"which `allow` rules cover the deny at line {rule.span.line}", rule.span
+                    f"whether the `allow` at line {allow.span.line} overrides the deny at "
+                    f"line {rule.span.line}",
+                    rule.span,
                 )
-                return
+                continue
             if answer.request is None:
-                return
-            decision = evaluate(self.policy, answer.request)
-            allow = decision.rule
-            if allow is None or not decision.allowed or not self._would_fire(rule, decision):
+                continue
+
+            def shows(request: Headers, deny: ir.Rule = rule) -> bool:
+                decision = evaluate(self.policy, request)
+                return decision.rule is allow and self._would_fire(deny, decision)
+
+            if not shows(answer.request):
                 self.note_unknown(
                     f"a witness for the deny at line {rule.span.line} (evaluator disagrees)",
                     rule.span,
                 )
-                return
-            j = next(n for n, r in enumerate(self.policy.rules) if r is allow)
-            blocked.append(z3.Not(z3.And(self.fires[j], self.none_before(j))))
-            self.warn(
+                continue
+            lines.append(rule.span.line)
+            if len(notes) < MAX_WITNESSES:
+                request = simplify(answer.request, shows)
+                notes.append(
+                    f"witness: {render_request(request)} is allowed here although "
+                    f"line {rule.span.line} would deny it"
+                )
+        if not lines:
+            return
+        listed = ", ".join(map(str, lines)) + (" and more" if more else "")
+        self.findings.append(
+            Diagnostic(
                 "HP404",
-                f"the `allow` at line {allow.span.line} makes this deny partly dead",
-                rule.span,
-                "requests that match both are allowed; move the deny above the allow "
+                Severity.NOTE,
+                f"this `allow` decides first, so part of the deny rules at line {listed} "
+                "never applies",
+                allow.span,
+                "requests matching both are allowed; move a deny above this allow "
                 "if they should be refused",
-                f"witness: {render_request(answer.request)} is allowed by line "
-                f"{allow.span.line} although this rule would deny it",
+                tuple(notes),
             )
+        )
 
     def _would_fire(self, rule: ir.Rule, decision: Decision) -> bool:
         return fires(rule, decision.values, [])

@@ -1,6 +1,6 @@
 """Diff: what a change to a policy changes in behaviour, as classes of requests.
 
-Both policies' decisions are encoded over one request (`smt`); z3 then lists
+Both policies' decisions are encoded over one request (`reasoner`); z3 then lists
 every distinct pair (rule that decided before, rule that decides now) whose
 responses differ, one witness request each, blocking each pair once found.
 "No pair" is exact: the policies are equivalent (for requests with at most one
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from hdrpolicy import ir
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import Decision, Headers, evaluate
 from hdrpolicy.pipeline import Checked, check_file, check_source
-from hdrpolicy.smt import Encoder, render_request, response_key
+from hdrpolicy.reasoner import Reasoner
+from hdrpolicy.smt import render_request, response_key, simplify
 
 MAX_CHANGES = 50
 DEFAULT_TIMEOUT_MS = 10_000
@@ -89,9 +91,9 @@ def diff_policies(
     old: ir.Policy, new: ir.Policy, *, timeout_ms: int = DEFAULT_TIMEOUT_MS
 ) -> DiffResult:
     """Every behaviour change from `old` to `new`, one witness request per change class."""
-    enc = Encoder()
-    old_fires = [enc.fires(r) for r in old.rules]
-    new_fires = [enc.fires(r) for r in new.rules]
+    r = Reasoner([old, new], time.monotonic() + timeout_ms / 1000)
+    old_fires = [r.define(f"old{i}", r.fires(rule)) for i, rule in enumerate(old.rules)]
+    new_fires = [r.define(f"new{i}", r.fires(rule)) for i, rule in enumerate(new.rules)]
     old_idx, old_key = _decision(old, old_fires)
     new_idx, new_key = _decision(new, new_fires)
     keys = {k: n for n, k in enumerate(sorted({*old_key.keys(), *new_key.keys()}, key=repr))}
@@ -105,23 +107,20 @@ def diff_policies(
         [keys[response_key(r.response)] for r in new.rules],
         keys[response_key(new.default)],
     )
-    solver = z3.Solver()
-    solver.set("timeout", timeout_ms)
-    solver.add(*enc.domain(), o_resp != n_resp)
+    r.add(o_resp != n_resp)
     result = DiffResult()
     for _ in range(MAX_CHANGES):
-        answer = solver.check()
-        if answer == z3.unsat:
+        answer = r.solve()
+        if answer.verdict == "unsat":
             return result
-        if answer != z3.sat:
+        if answer.verdict != "sat":
             result.complete = False
             return result
-        model = solver.model()
-        oi = model.eval(old_idx, model_completion=True).as_long()
-        ni = model.eval(new_idx, model_completion=True).as_long()
-        request = enc.request(model)
-        result.changes.append(_change(old, new, request, oi, ni))
-        solver.add(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
+        assert answer.model is not None and answer.request is not None
+        oi = answer.model.eval(old_idx, model_completion=True).as_long()
+        ni = answer.model.eval(new_idx, model_completion=True).as_long()
+        result.changes.append(_change(old, new, answer.request, oi, ni))
+        r.add(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
     result.complete = False
     return result
 
@@ -144,14 +143,20 @@ def _chain(fires: list[z3.BoolRef], ids: list[int], last: int) -> z3.ArithRef:
 
 
 def _change(old: ir.Policy, new: ir.Policy, request: Headers, oi: int, ni: int) -> Change:
+    def shows(candidate: Headers) -> bool:
+        before, after = evaluate(old, candidate), evaluate(new, candidate)
+        return (
+            _index(old, before) == oi
+            and _index(new, after) == ni
+            and (before.allowed, before.status, before.body, before.headers)
+            != (after.allowed, after.status, after.body, after.headers)
+        )
+
+    confirmed = shows(request)
+    if confirmed:
+        request = simplify(request, shows)
     before, after = evaluate(old, request), evaluate(new, request)
     o, n = Outcome.of(before), Outcome.of(after)
-    confirmed = (
-        _index(old, before) == oi
-        and _index(new, after) == ni
-        and (before.allowed, before.status, before.body, before.headers)
-        != (after.allowed, after.status, after.body, after.headers)
-    )
     if before.allowed and not after.allowed:
         kind = "now denied"
     elif after.allowed and not before.allowed:

@@ -185,7 +185,10 @@ class Policy(Node):
 
     @property
     def subjects(self) -> list[Subject]:
-        """Distinct subjects, in order of first use."""
+        """Distinct subjects, in order of first use.
+
+        Not cached: `model_copy` (used to drop a rule) would carry a stale cache.
+        """
         seen: dict[str, Subject] = {}
         for rule in self.rules:
             if rule.condition is not None:

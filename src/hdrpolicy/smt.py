@@ -1,11 +1,10 @@
-"""Policies as z3 formulas: the shared encoding behind `analysis` and `diff`.
+"""Policies for z3: the regex translation, the request domain and witness requests.
 
-A request is one z3 string and one presence flag per subject, constrained to
-values the plug-in can see (see `domain`).  Conditions become formulas over
-them exactly; a comparison that cannot be translated (a regular expression
-outside the supported subset) becomes a free boolean.  That over-approximates:
-"no request can …" (unsat) stays exact, while "this request …" (sat) must be
-confirmed by running the witness through `evaluate`, which every caller does.
+`translate_regex` turns a Go/RE2 pattern into a z3 regex (or None: outside
+the supported subset, so the caller says "unknown", never guesses);
+`domain_regexes` says which values the plug-in can see of each subject.
+`atoms` reads both into its own regular-language terms; `build_request`
+turns chosen values back into a request the host would hand the plug-in.
 
 Scope: requests that send each header at most once (one reading), as UTF-8.
 """
@@ -13,7 +12,7 @@ Scope: requests that send each header at most once (one reading), as UTF-8.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import z3
 
@@ -60,170 +59,56 @@ def _trimmed() -> z3.ReRef:
     return z3.Union(EMPTY_RE, edge, z3.Concat(edge, ANY, edge))
 
 
-def fold_re(text: str) -> z3.ReRef:
-    """`ignoring case` for a literal: ASCII letters match either case, other chars exactly."""
-    parts = []
-    for ch in text:
-        if ch.isascii() and ch.isalpha():
-            parts.append(z3.Union(lit_re(ch.lower()), lit_re(ch.upper())))
+def domain_regexes(kind: ir.SubjectKind) -> list[z3.ReRef]:
+    """The values the plug-in can see of a subject, as regexes that must all match.
+
+    Every value is trimmed and free of control characters; method is an HTTP
+    token, path starts with `/` (or is `*`) and has no `?`, host is lower case.
+    (method, path and host are always present; a header may be missing.)
+    """
+    out = [z3.Intersect(_no_forbidden(), _trimmed())]
+    if kind is ir.SubjectKind.METHOD:
+        tchar = z3.Union(
+            char_range(ord("0"), ord("9")),
+            char_range(ord("a"), ord("z")),
+            char_range(ord("A"), ord("Z")),
+            *[lit_re(c) for c in _TCHAR],
+        )
+        out.append(z3.Plus(tchar))
+    elif kind is ir.SubjectKind.PATH:
+        no_query = z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(lit_re("?"))))
+        out.append(z3.Union(lit_re("*"), z3.Concat(lit_re("/"), no_query)))
+    elif kind is ir.SubjectKind.HOST:
+        upper = char_range(ord("A"), ord("Z"))
+        out.append(z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(upper))))
+    return out
+
+
+def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
+    """The request in which each subject has the value given (None: a missing header)."""
+    headers: Headers = []
+    pseudo = {
+        ir.SubjectKind.METHOD: "GET",
+        ir.SubjectKind.PATH: "/",
+        ir.SubjectKind.HOST: "example.com",
+    }
+    found: dict[ir.SubjectKind, str] = {}
+    extra: Headers = []
+    for subject, text in values:
+        if text is None:
+            continue
+        if subject.kind is ir.SubjectKind.HEADER:
+            extra.append((host_name(subject), text.encode()))
         else:
-            parts.append(lit_re(ch))
-    if not parts:
-        return EMPTY_RE
-    return parts[0] if len(parts) == 1 else z3.Concat(*parts)
-
-
-@dataclass
-class Var:
-    subject: ir.Subject
-    value: z3.SeqRef
-    present: z3.BoolRef
-
-
-@dataclass
-class Encoder:
-    """The z3 variables of one request and the formulas of conditions over them."""
-
-    vars: dict[str, Var] = field(default_factory=dict)
-    opaque: dict[tuple[object, ...], z3.BoolRef] = field(default_factory=dict)
-    untranslated: list[ir.Compare] = field(default_factory=list)
-
-    def var(self, subject: ir.Subject) -> Var:
-        key = subject.key
-        if key not in self.vars:
-            n = len(self.vars)
-            self.vars[key] = Var(subject, z3.String(f"v{n}"), z3.Bool(f"p{n}"))
-        return self.vars[key]
-
-    def domain(self) -> list[z3.BoolRef]:
-        """What the plug-in can see, so every model is a request that can be sent.
-
-        method is an HTTP token, path starts with `/` (or is `*`) and has no `?`,
-        host is lower case; all three are always there.  Header values are
-        trimmed and free of control characters.
-        """
-        out: list[z3.BoolRef] = []
-        clean = z3.Intersect(_no_forbidden(), _trimmed())
-        for var in self.vars.values():
-            kind = var.subject.kind
-            out.append(z3.InRe(var.value, clean))
-            if kind is ir.SubjectKind.HEADER:
-                continue
-            out.append(var.present)
-            if kind is ir.SubjectKind.METHOD:
-                tchar = z3.Union(
-                    char_range(ord("0"), ord("9")),
-                    char_range(ord("a"), ord("z")),
-                    char_range(ord("A"), ord("Z")),
-                    *[lit_re(c) for c in _TCHAR],
-                )
-                out.append(z3.InRe(var.value, z3.Plus(tchar)))
-            elif kind is ir.SubjectKind.PATH:
-                no_query = z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(lit_re("?"))))
-                out.append(
-                    z3.InRe(var.value, z3.Union(lit_re("*"), z3.Concat(lit_re("/"), no_query)))
-                )
-            else:
-                upper = char_range(ord("A"), ord("Z"))
-                out.append(
-                    z3.InRe(var.value, z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(upper))))
-                )
-        return out
-
-    # -- conditions ----------------------------------------------------------------
-
-    def condition(self, cond: ir.Condition) -> z3.BoolRef:
-        if isinstance(cond, ir.Compare):
-            return self.compare(cond)
-        if isinstance(cond, ir.Not):
-            return z3.Not(self.condition(cond.operand))
-        parts = [self.condition(op) for op in cond.operands]
-        return z3.And(*parts) if isinstance(cond, ir.And) else z3.Or(*parts)
-
-    def fires(self, rule: ir.Rule) -> z3.BoolRef:
-        if rule.condition is None:
-            return z3.BoolVal(True)
-        cond = self.condition(rule.condition)
-        return cond if rule.guard is ir.Guard.WHEN else z3.Not(cond)
-
-    def compare(self, cmp: ir.Compare) -> z3.BoolRef:
-        var = self.var(cmp.subject)
-        if cmp.op is ir.Op.EXISTS:
-            return var.present
-        if cmp.op in ir.NEGATED_OPS:
-            positive = cmp.model_copy(update={"op": ir.NEGATED_OPS[cmp.op]})
-            return z3.Not(self.compare(positive))
-        v = var.value
-        lits = [lit.value for lit in cmp.values]
-        test: z3.BoolRef
-        if cmp.op is ir.Op.MATCHES:
-            regex = translate_regex(lits[0])
-            if regex is None:
-                return self._opaque(cmp)
-            test = z3.InRe(v, regex)
-        elif cmp.ignore_case:
-            folded = [fold_re(lit) for lit in lits]
-            if cmp.op in (ir.Op.EQ, ir.Op.IN):
-                test = z3.Or(*[z3.InRe(v, f) for f in folded])
-            elif cmp.op is ir.Op.STARTS_WITH:
-                test = z3.InRe(v, z3.Concat(folded[0], ANY))
-            elif cmp.op is ir.Op.ENDS_WITH:
-                test = z3.InRe(v, z3.Concat(ANY, folded[0]))
-            else:
-                test = z3.InRe(v, z3.Concat(ANY, folded[0], ANY))
-        elif cmp.op in (ir.Op.EQ, ir.Op.IN):
-            test = z3.Or(*[v == string_val(lit) for lit in lits])
-        elif cmp.op is ir.Op.STARTS_WITH:
-            test = z3.PrefixOf(string_val(lits[0]), v)
-        elif cmp.op is ir.Op.ENDS_WITH:
-            test = z3.SuffixOf(string_val(lits[0]), v)
-        else:
-            test = z3.Contains(v, string_val(lits[0]))
-        return z3.And(var.present, test)
-
-    def _opaque(self, cmp: ir.Compare) -> z3.BoolRef:
-        key = (cmp.subject.key, cmp.op, tuple(v.value for v in cmp.values), cmp.ignore_case)
-        if key not in self.opaque:
-            self.opaque[key] = z3.Bool(f"opaque{len(self.opaque)}")
-            self.untranslated.append(cmp)
-        # Still false when the subject is missing: that much is known.
-        return z3.And(self.var(cmp.subject).present, self.opaque[key])
-
-    # -- models → requests ---------------------------------------------------------
-
-    def request(self, model: z3.ModelRef) -> Headers:
-        """The request a model describes, as the host hands it to the plug-in."""
-        headers: Headers = []
-        pseudo = {ir.SubjectKind.METHOD: "GET", ir.SubjectKind.PATH: "/", ir.SubjectKind.HOST: ""}
-        values: dict[ir.SubjectKind, str] = {}
-        extra: Headers = []
-        for var in self.vars.values():
-            if not z3.is_true(model.eval(var.present, model_completion=True)):
-                continue
-            text = model_string(model, var.value)
-            if var.subject.kind is ir.SubjectKind.HEADER:
-                extra.append((host_name(var.subject), text.encode()))
-            else:
-                values[var.subject.kind] = text
-        for kind in (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST):
-            text = values.get(kind, pseudo[kind])
-            subject = ir.Subject(kind=kind, span=_NO_SPAN)
-            raw = text.encode()
-            if normalize(subject, raw) != raw:
-                raw += b":443"
-            if kind is ir.SubjectKind.HOST and raw == b"":
-                raw = b"example.com"
-            headers.append((host_name(subject), raw))
-        return headers + extra
-
-
-def model_string(model: z3.ModelRef, value: z3.SeqRef) -> str:
-    """A string from a model, char by char (z3's printed form has its own escapes)."""
-    n = model.eval(z3.Length(value), model_completion=True).as_long()
-    return "".join(
-        chr(model.eval(z3.StrToCode(z3.SubString(value, i, 1)), model_completion=True).as_long())
-        for i in range(n)
-    )
+            found[subject.kind] = text
+    for kind in (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST):
+        text = found.get(kind, pseudo[kind])
+        subject = ir.Subject(kind=kind, span=_NO_SPAN)
+        raw = text.encode()
+        if normalize(subject, raw) != raw:
+            raw += b":443"
+        headers.append((host_name(subject), raw))
+    return headers + extra
 
 
 def response_key(response: ir.Response | None) -> tuple[object, ...]:
@@ -231,6 +116,37 @@ def response_key(response: ir.Response | None) -> tuple[object, ...]:
     if response is None:
         return ("allow",)
     return ("deny", response.status, response.body_text, tuple(response.sent_headers))
+
+
+# What a witness's method, path and host become when the finding does not need them.
+PLAIN_REQUEST = {b":method": b"GET", b":path": b"/", b":authority": b"example.com"}
+
+
+def simplify(request: Headers, keep: Callable[[Headers], bool]) -> Headers:
+    """A shorter witness showing the same thing: `keep` must hold for the result.
+
+    The solver's requests name every subject with its smallest values; a
+    reviewer reads `GET /` and only the headers that matter.  Each step is
+    kept only if `keep` (the evaluator-backed check) still holds.
+    """
+    current = list(request)
+    for i, (name, value) in enumerate(current):
+        plain = PLAIN_REQUEST.get(name)
+        if plain is not None and value != plain:
+            candidate = [*current[:i], (name, plain), *current[i + 1 :]]
+            if keep(candidate):
+                current = candidate
+    i = 0
+    while i < len(current):
+        if current[i][0] in PLAIN_REQUEST:
+            i += 1
+            continue
+        candidate = current[:i] + current[i + 1 :]
+        if keep(candidate):
+            current = candidate
+        else:
+            i += 1
+    return current
 
 
 def render_request(headers: Headers) -> str:

@@ -1,0 +1,324 @@
+"""Regular languages over code points, decided with Brzozowski derivatives.
+
+Why not z3's string theory: every atom of a policy (`==`, `starts_with`, a
+translated regex, the domain of a subject) is a regular language, and asking
+z3 which combinations of 40 prefixes a path can satisfy took minutes.  Here a
+language is a term; its derivative by a character is another term, and
+because terms are kept in a normal form (unions and intersections are sets,
+concatenation is right-nested) a term has finitely many derivatives.  Walking
+them decides emptiness, membership and "which atoms can hold together"
+exactly, in milliseconds for the shapes policies use.
+
+Terms are interned by an `Algebra`, so equal terms are the same object and
+compare by identity; one algebra lives as long as one analysis.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable
+
+import z3
+
+from hdrpolicy.smt import MAX_CHAR
+
+Intervals = tuple[tuple[int, int], ...]
+
+_EMPTY, _EPS, _CHARS, _CAT, _STAR, _OR, _AND, _NOT = range(8)
+# A bounded repetition is unrolled; past this many copies it is "unsupported".
+_MAX_UNROLL = 256
+
+
+class Unsupported(Exception):
+    """A z3 regex this module does not model; the caller treats the atom as opaque."""
+
+
+class Re:
+    """One interned term: its kind, its operands and whether it accepts the empty string."""
+
+    __slots__ = ("args", "kind", "nullable")
+
+    def __init__(self, kind: int, args: tuple[object, ...], nullable: bool) -> None:
+        self.kind = kind
+        self.args = args
+        self.nullable = nullable
+
+
+def _union_intervals(sets: Iterable[Intervals]) -> Intervals:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(r for s in sets for r in s):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _intersect_intervals(a: Intervals, b: Intervals) -> Intervals:
+    out = []
+    for lo, hi in a:
+        for lo2, hi2 in b:
+            if max(lo, lo2) <= min(hi, hi2):
+                out.append((max(lo, lo2), min(hi, hi2)))
+    return _union_intervals([tuple(out)])
+
+
+def contains(intervals: Intervals, code: int) -> bool:
+    i = bisect.bisect_right(intervals, (code, MAX_CHAR + 1)) - 1
+    return i >= 0 and intervals[i][0] <= code <= intervals[i][1]
+
+
+class Algebra:
+    """Builds terms in normal form and takes their derivatives (memoised)."""
+
+    def __init__(self) -> None:
+        self._table: dict[tuple[int, tuple[object, ...]], Re] = {}
+        self._derivatives: dict[tuple[Re, int], Re] = {}
+        self.empty = self._mk(_EMPTY, (), False)
+        self.eps = self._mk(_EPS, (), True)
+        self.any_char = self.chars(((0, MAX_CHAR),))
+        self.full = self._mk(_STAR, (self.any_char,), True)
+
+    def _mk(self, kind: int, args: tuple[object, ...], nullable: bool) -> Re:
+        key = (kind, args)
+        found = self._table.get(key)
+        if found is None:
+            found = self._table[key] = Re(kind, args, nullable)
+        return found
+
+    # -- constructors ---------------------------------------------------------------
+
+    def chars(self, intervals: Iterable[tuple[int, int]]) -> Re:
+        norm = _union_intervals(
+            [tuple((lo, min(hi, MAX_CHAR)) for lo, hi in intervals if lo <= hi)]
+        )
+        return self._mk(_CHARS, (norm,), False) if norm else self.empty
+
+    def literal(self, text: str, fold: bool = False) -> Re:
+        """The one-string language; with `fold`, ASCII letters match either case."""
+        parts = []
+        for ch in text:
+            if fold and ch.isascii() and ch.isalpha():
+                parts.append(self.chars([(ord(ch.lower()),) * 2, (ord(ch.upper()),) * 2]))
+            else:
+                parts.append(self.chars([(ord(ch), ord(ch))]))
+        return self.cat(*parts)
+
+    def cat(self, *parts: Re) -> Re:
+        out = self.eps
+        for part in reversed(parts):
+            out = self._cat2(part, out)
+        return out
+
+    def _cat2(self, a: Re, b: Re) -> Re:
+        if a is self.empty or b is self.empty:
+            return self.empty
+        if a is self.eps:
+            return b
+        if b is self.eps:
+            return a
+        if a.kind == _CAT:
+            x, y = a.args
+            assert isinstance(x, Re) and isinstance(y, Re)
+            return self._cat2(x, self._cat2(y, b))
+        return self._mk(_CAT, (a, b), a.nullable and b.nullable)
+
+    def star(self, r: Re) -> Re:
+        if r is self.empty or r is self.eps:
+            return self.eps
+        if r.kind == _STAR:
+            return r
+        return self._mk(_STAR, (r,), True)
+
+    def union(self, *rs: Re) -> Re:
+        items: set[Re] = set()
+        chars: list[Intervals] = []
+        for r in rs:
+            for x in _flat(r, _OR):
+                if x is self.full:
+                    return self.full
+                if x.kind == _CHARS:
+                    chars.append(x.args[0])  # type: ignore[arg-type]
+                elif x is not self.empty:
+                    items.add(x)
+        if chars:
+            items.add(self.chars(_union_intervals(chars)))
+        return self._set(_OR, items, self.empty, any(x.nullable for x in items))
+
+    def inter(self, *rs: Re) -> Re:
+        items: set[Re] = set()
+        chars: Intervals | None = None
+        for r in rs:
+            for x in _flat(r, _AND):
+                if x is self.empty:
+                    return self.empty
+                if x.kind == _CHARS:
+                    got: Intervals = x.args[0]  # type: ignore[assignment]
+                    chars = got if chars is None else _intersect_intervals(chars, got)
+                elif x is not self.full:
+                    items.add(x)
+        if chars is not None:
+            if not chars:
+                return self.empty
+            items.add(self.chars(chars))
+        return self._set(_AND, items, self.full, all(x.nullable for x in items))
+
+    def _set(self, kind: int, items: set[Re], unit: Re, nullable: bool) -> Re:
+        if not items:
+            return unit
+        if len(items) == 1:
+            return next(iter(items))
+        return self._mk(kind, (frozenset(items),), nullable)
+
+    def compl(self, r: Re) -> Re:
+        if r.kind == _NOT:
+            inner = r.args[0]
+            assert isinstance(inner, Re)
+            return inner
+        if r is self.empty:
+            return self.full
+        if r is self.full:
+            return self.empty
+        return self._mk(_NOT, (r,), not r.nullable)
+
+    def loop(self, r: Re, lo: int, hi: int | None) -> Re:
+        """`r{lo,hi}` (hi None: unbounded), unrolled."""
+        if lo > _MAX_UNROLL or (hi is not None and hi > _MAX_UNROLL):
+            raise Unsupported("repetition too large")
+        head = self.cat(*[r] * lo)
+        if hi is None:
+            return self.cat(head, self.star(r))
+        tail = self.eps
+        for _ in range(hi - lo):
+            tail = self.union(self.eps, self.cat(r, tail))
+        return self.cat(head, tail)
+
+    # -- derivatives ----------------------------------------------------------------
+
+    def derive(self, r: Re, code: int) -> Re:
+        """The strings w such that chr(code) + w is in r."""
+        key = (r, code)
+        found = self._derivatives.get(key)
+        if found is None:
+            found = self._derivatives[key] = self._derive(r, code)
+        return found
+
+    def _derive(self, r: Re, code: int) -> Re:
+        kind, args = r.kind, r.args
+        if kind in (_EMPTY, _EPS):
+            return self.empty
+        if kind == _CHARS:
+            return self.eps if contains(args[0], code) else self.empty  # type: ignore[arg-type]
+        if kind == _CAT:
+            a, b = args
+            assert isinstance(a, Re) and isinstance(b, Re)
+            first = self._cat2(self.derive(a, code), b)
+            return self.union(first, self.derive(b, code)) if a.nullable else first
+        if kind == _STAR:
+            inner = args[0]
+            assert isinstance(inner, Re)
+            return self._cat2(self.derive(inner, code), r)
+        if kind == _NOT:
+            inner = args[0]
+            assert isinstance(inner, Re)
+            return self.compl(self.derive(inner, code))
+        parts = [self.derive(x, code) for x in args[0]]  # type: ignore[attr-defined]
+        return self.union(*parts) if kind == _OR else self.inter(*parts)
+
+    def accepts(self, r: Re, text: str) -> bool:
+        for ch in text:
+            r = self.derive(r, ord(ch))
+        return r.nullable
+
+    # -- alphabet -------------------------------------------------------------------
+
+    def classes(self, terms: Iterable[Re]) -> list[int]:
+        """One representative character per class of characters no term tells apart."""
+        sets: set[Intervals] = set()
+        seen: set[Re] = set()
+        stack = list(terms)
+        while stack:
+            r = stack.pop()
+            if r in seen:
+                continue
+            seen.add(r)
+            if r.kind == _CHARS:
+                sets.add(r.args[0])  # type: ignore[arg-type]
+            elif r.kind in (_OR, _AND):
+                stack.extend(r.args[0])  # type: ignore[arg-type]
+            else:
+                stack.extend(a for a in r.args if isinstance(a, Re))
+        cuts = sorted({0, MAX_CHAR + 1} | {b for s in sets for lo, hi in s for b in (lo, hi + 1)})
+        ordered = sorted(sets)
+        by_signature: dict[tuple[bool, ...], list[tuple[int, int]]] = {}
+        for lo, nxt in itertools.pairwise(cuts):
+            signature = tuple(contains(s, lo) for s in ordered)
+            by_signature.setdefault(signature, []).append((lo, nxt - 1))
+        return sorted(_representative(ranges) for ranges in by_signature.values())
+
+    # -- from z3 --------------------------------------------------------------------
+
+    def from_z3(self, e: z3.ExprRef) -> Re:
+        """A z3 regex (as `smt` builds them) as a term; Unsupported for anything else."""
+        kind = e.decl().kind()
+        kids = e.children()
+        if kind == z3.Z3_OP_SEQ_TO_RE:
+            return self.cat(*[self.chars([(c, c)]) for c in _codes(kids[0])])
+        if kind == z3.Z3_OP_RE_RANGE:
+            lo, hi = (_codes(k) for k in kids)
+            if len(lo) != 1 or len(hi) != 1:
+                return self.empty
+            return self.chars([(lo[0], hi[0])])
+        if kind == z3.Z3_OP_RE_FULL_CHAR_SET:
+            return self.any_char
+        if kind == z3.Z3_OP_RE_FULL_SET:
+            return self.full
+        if kind == z3.Z3_OP_RE_EMPTY_SET:
+            return self.empty
+        parts = [self.from_z3(k) for k in kids]
+        if kind == z3.Z3_OP_RE_CONCAT:
+            return self.cat(*parts)
+        if kind == z3.Z3_OP_RE_UNION:
+            return self.union(*parts)
+        if kind == z3.Z3_OP_RE_INTERSECT:
+            return self.inter(*parts)
+        if kind == z3.Z3_OP_RE_COMPLEMENT:
+            return self.compl(parts[0])
+        if kind == z3.Z3_OP_RE_DIFF:
+            return self.inter(parts[0], self.compl(parts[1]))
+        if kind == z3.Z3_OP_RE_STAR:
+            return self.star(parts[0])
+        if kind == z3.Z3_OP_RE_PLUS:
+            return self.cat(parts[0], self.star(parts[0]))
+        if kind == z3.Z3_OP_RE_OPTION:
+            return self.union(self.eps, parts[0])
+        if kind == z3.Z3_OP_RE_LOOP:
+            bounds = [int(p) for p in e.params()]
+            return self.loop(parts[0], bounds[0], bounds[1] if len(bounds) > 1 else None)
+        raise Unsupported(e.decl().name())
+
+
+def _flat(r: Re, kind: int) -> Iterable[Re]:
+    if r.kind == kind:
+        yield from r.args[0]  # type: ignore[misc]
+    else:
+        yield r
+
+
+def _codes(s: z3.ExprRef) -> list[int]:
+    """The code points of a z3 string literal (its printed form has its own escapes)."""
+    n = z3.simplify(z3.Length(s)).as_long()
+    return [z3.simplify(z3.StrToCode(z3.SubString(s, i, 1))).as_long() for i in range(n)]
+
+
+def _representative(ranges: list[tuple[int, int]]) -> int:
+    """A readable member of a class: a letter or digit, else printable ASCII, else the first."""
+    for lo, hi in ranges:
+        for code in range(max(lo, 0x21), min(hi, 0x7E) + 1):
+            if chr(code).isalnum():
+                return code
+    for lo, hi in ranges:
+        if max(lo, 0x21) <= min(hi, 0x7E):
+            return max(lo, 0x21)
+    return ranges[0][0]
