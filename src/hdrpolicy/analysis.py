@@ -145,8 +145,16 @@ class _Analysis:
             for j in range(i)
             if self.query(fires_i, self.fires[j], witness=False).verdict != "unsat"
         ]
+        # Name a minimal set: drop each rule the others already cover.
+        cover = list(overlapping)
+        for j in overlapping:
+            rest = [k for k in cover if k != j]
+            covered = z3.Or(*[self.fires[k] for k in rest]) if rest else z3.BoolVal(False)
+            if self.query(fires_i, z3.Not(covered), witness=False).verdict == "unsat":
+                cover = rest
         witness = self.query(fires_i)
-        lines = ", ".join(str(self.policy.rules[j].span.line) for j in overlapping)
+        lines = ", ".join(str(self.policy.rules[j].span.line) for j in cover)
+        which = "rule at line" if len(cover) == 1 else "rules at lines"
         notes = []
         if witness.request is not None:
 
@@ -163,7 +171,8 @@ class _Analysis:
                 )
         self.warn(
             "HP401",
-            f"rule never fires: the rules at line {lines} always decide first",
+            f"rule never fires: the {which} {lines} always decide{'s' if len(cover) == 1 else ''} "
+            "first",
             rule.span,
             "remove it, or move it above the rules that shadow it",
             *notes,
