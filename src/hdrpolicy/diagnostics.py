@@ -66,6 +66,13 @@ CODES: dict[str, str] = {
 }
 
 
+def default_severity(code: str) -> Severity:
+    """Checker codes are errors; analysis codes warnings, but HP404 a note."""
+    if code == "HP404":
+        return Severity.NOTE
+    return Severity.ERROR if code < "HP400" else Severity.WARNING
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One finding, located in one source file."""

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from hdrpolicy import __version__
-from hdrpolicy.diagnostics import CODES, Diagnostic, Severity, Source
+from hdrpolicy.diagnostics import CODES, Diagnostic, Severity, Source, default_severity
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/hdrpolicy/hdrpolicy"
@@ -29,7 +29,7 @@ def to_sarif(items: list[tuple[Source, Diagnostic]]) -> dict[str, Any]:
             "id": code,
             "name": code,
             "shortDescription": {"text": CODES[code]},
-            "defaultConfiguration": {"level": "error" if code < "HP400" else "warning"},
+            "defaultConfiguration": {"level": _LEVELS[default_severity(code)]},
         }
         for code in codes
     ]
