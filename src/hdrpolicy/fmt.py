@@ -199,15 +199,21 @@ def _blank_between(a: _Item, b: _Item, source: Source) -> bool:
 
 
 def response_text(response: ir.Response) -> str:
+    head, assigns = _response_parts(response)
+    return f"{head} {assigns}" if assigns else head
+
+
+def _response_parts(response: ir.Response) -> tuple[str, str | None]:
+    """`STATUS "BODY"` and, if the rule sets headers, `with header … = …, …`."""
     parts = [str(response.status)]
     if response.body is not None:
         parts.append(policy_string(response.body.value))
+    assigns = None
     if response.headers:
-        assigns = ", ".join(
+        assigns = "with " + ", ".join(
             f"header {h.name} = {policy_string(h.value.value)}" for h in response.headers
         )
-        parts.append(f"with {assigns}")
-    return " ".join(parts)
+    return " ".join(parts), assigns
 
 
 def default_lines(response: ir.Response) -> list[str]:
@@ -215,20 +221,37 @@ def default_lines(response: ir.Response) -> list[str]:
 
 
 def rule_lines(rule: ir.Rule) -> list[str]:
-    """A rule as one line, or broken before its top-level `and`/`or` if too long."""
+    """A rule as one line; if too long, broken in a fixed way.
+
+    First before each top-level `and`/`or` of the condition; if the response's
+    `with header` list alone makes the first line too long, it and the
+    condition move to their own indented lines too.
+    """
     head = "allow" if rule.action is ir.Action.ALLOW else "deny"
+    assigns = None
     if rule.response is not None:
-        head = f"{head} {response_text(rule.response)}"
-    if rule.condition is None or rule.guard is None:
-        return [head]
-    head = f"{head} {rule.guard.value}"
+        status_body, assigns = _response_parts(rule.response)
+        head = f"{head} {status_body}"
+    guard = rule.guard.value if rule.condition is not None and rule.guard is not None else None
+    one_line = " ".join(p for p in (head, assigns) if p)
+    if rule.condition is None or guard is None:
+        if assigns is None or len(one_line) <= MAX_WIDTH:
+            return [one_line]
+        return [head, f"{INDENT}{assigns}"]
     cond = rule.condition
-    line = f"{head} {condition_text(cond)}"
-    if len(line) <= MAX_WIDTH or not isinstance(cond, ir.And | ir.Or):
+    line = f"{one_line} {guard} {condition_text(cond)}"
+    if len(line) <= MAX_WIDTH:
         return [line]
-    word = "and" if isinstance(cond, ir.And) else "or"
-    texts = [_operand_text(op, cond) for op in cond.operands]
-    return [f"{head} {texts[0]}", *(f"{INDENT}{word} {t}" for t in texts[1:])]
+    if isinstance(cond, ir.And | ir.Or):
+        word = "and" if isinstance(cond, ir.And) else "or"
+        texts = [_operand_text(op, cond) for op in cond.operands]
+    else:
+        word, texts = "", [condition_text(cond)]
+    if assigns is not None and len(f"{one_line} {guard} {texts[0]}") > MAX_WIDTH:
+        first = [head, f"{INDENT}{assigns}", f"{INDENT}{guard} {texts[0]}"]
+    else:
+        first = [f"{one_line} {guard} {texts[0]}"]
+    return [*first, *(f"{INDENT}{word} {t}" for t in texts[1:])]
 
 
 def condition_text(cond: ir.Condition) -> str:
