@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,13 +32,13 @@ def test_golden_go_is_gofmt_clean_and_builds(case: Path, tmp_path: Path) -> None
     go = find_go()
     module = tmp_path / case.name
     shutil.copytree(case, module)
-    env = {**os.environ, **go.env, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+    wasm = toolchain_of(case) is ToolchainName.GO
+    env = go.environment(wasm=wasm)
     unformatted = subprocess.run(
         [go.gofmt, "-l", "."], cwd=module, env=env, capture_output=True, text=True, check=True
     )
     assert unformatted.stdout == "", f"not gofmt-clean: {unformatted.stdout}"
-    if toolchain_of(case) is ToolchainName.GO:
-        env |= {"GOOS": "wasip1", "GOARCH": "wasm", "CGO_ENABLED": "0"}
+    if wasm:
         argv = [go.binary, "build", "-trimpath", "-buildmode=c-shared", "-o", "plugin.wasm", "."]
     else:
         # The TinyGo SDK's host calls only exist under TinyGo; natively, `go vet`

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -35,9 +34,7 @@ def _go_roundtrip(values: list[str], tmp: Path) -> list[bytes]:
     )
     (tmp / "go.mod").write_text("module roundtrip\n\ngo 1.24\n")
     go = find_go()
-    env = {**os.environ, **go.env, "GOTOOLCHAIN": "local", "GOFLAGS": ""}
-    env.pop("GOOS", None)
-    env.pop("GOARCH", None)
+    env = go.environment(wasm=False, GOFLAGS="")
     out = subprocess.run(
         [go.binary, "run", "."], cwd=tmp, env=env, capture_output=True, text=True, check=True
     )

@@ -47,6 +47,24 @@ class GoTool:
     def gofmt(self) -> str:
         return str(Path(self.goroot) / "bin" / "gofmt")
 
+    def environment(self, *, wasm: bool, **extra: str) -> dict[str, str]:
+        """What every Go command here runs with: the local toolchain only (no silent
+        download), pinned modules (go.sum is emitted), no cgo; wasip1 for plug-ins,
+        the host's own platform otherwise."""
+        env = {
+            **os.environ,
+            **self.env,
+            "GOTOOLCHAIN": "local",
+            "GOFLAGS": "-mod=readonly",
+            "CGO_ENABLED": "0",
+        }
+        if wasm:
+            env |= {"GOOS": "wasip1", "GOARCH": "wasm"}
+        else:
+            env.pop("GOOS", None)
+            env.pop("GOARCH", None)
+        return env | extra
+
 
 def _go_version(binary: str, env: dict[str, str]) -> tuple[str, str] | None:
     """(GOVERSION, GOROOT) of a Go binary, or None if it does not run."""
@@ -100,16 +118,10 @@ def find_go() -> GoTool:
     )
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
+def run_tool(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
+    """Run a toolchain command; its failure is a BuildError carrying its output."""
     try:
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise BuildError(f"{what} could not start: {exc}") from exc
     if proc.returncode != 0:
@@ -121,18 +133,11 @@ def build(module_dir: Path, toolchain: Toolchain, progress: Progress) -> str:
     if toolchain.name is ToolchainName.TINYGO:
         return _build_tinygo(module_dir, progress)
     go = find_go()
-    env = {
-        **go.env,
-        "GOOS": "wasip1",
-        "GOARCH": "wasm",
-        "CGO_ENABLED": "0",
-        "GOTOOLCHAIN": "local",
-        "GOFLAGS": "-mod=readonly",
-    }
+    env = go.environment(wasm=True)
     progress("downloading Go modules")
-    _run([go.binary, "mod", "download"], module_dir, env, "`go mod download`")
+    run_tool([go.binary, "mod", "download"], module_dir, env, "`go mod download`")
     progress(f"building plugin.wasm with {go.version}")
-    _run(
+    run_tool(
         [
             go.binary,
             "build",
@@ -175,5 +180,6 @@ def _build_tinygo(module_dir: Path, progress: Progress) -> str:
             + " .",
         )
     progress("building plugin.wasm with tinygo")
-    _run([tinygo, *TINYGO_ARGV], module_dir, {"GOTOOLCHAIN": "local"}, "`tinygo build`")
+    env = {**os.environ, "GOTOOLCHAIN": "local"}
+    run_tool([tinygo, *TINYGO_ARGV], module_dir, env, "`tinygo build`")
     return "tinygo"

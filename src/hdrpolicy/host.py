@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from hdrpolicy.build import BuildError, Progress, find_go
+from hdrpolicy.build import BuildError, Progress, find_go, run_tool
 from hdrpolicy.compiler import cache_root
 
 Headers = list[tuple[bytes, bytes]]
@@ -56,20 +56,13 @@ def driver(progress: Progress = lambda _: None) -> Path:
     with tempfile.TemporaryDirectory(prefix="hdrpolicy-host-") as tmp:
         for name, data in files.items():
             (Path(tmp) / name).write_bytes(data)
-        env = {**os.environ, **go.env, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
-        env.pop("GOOS", None)
-        env.pop("GOARCH", None)
         out = Path(tmp) / "host"
-        proc = subprocess.run(
+        run_tool(
             [go.binary, "build", "-trimpath", "-o", str(out), "."],
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+            Path(tmp),
+            go.environment(wasm=False),
+            "building the host emulator",
         )
-        if proc.returncode != 0:
-            raise BuildError("building the host emulator failed", proc.stdout + proc.stderr)
         staged = target.with_suffix(f".{os.getpid()}")
         shutil.copy2(out, staged)
         os.replace(staged, target)
@@ -142,26 +135,16 @@ def run_native(
             (root / name).write_bytes(data)
         (root / NATIVE_TEST).write_bytes(test_file.read_bytes())
         (root / "requests.json").write_bytes(_payload(requests))
-        env = {
-            **os.environ,
-            **go.env,
-            "GOTOOLCHAIN": "local",
-            "GOFLAGS": "-mod=readonly",
-            "CGO_ENABLED": "0",
-            "HDRPOLICY_HOST_IN": str(root / "requests.json"),
-            "HDRPOLICY_HOST_OUT": str(root / "results.json"),
-        }
-        env.pop("GOOS", None)
-        env.pop("GOARCH", None)
-        progress("running the plug-in's Go natively (tetratelabs SDK emulator)")
-        proc = subprocess.run(
-            [go.binary, "test", "-count=1", "-run", "^TestHdrpolicyHost$", "."],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+        env = go.environment(
+            wasm=False,
+            HDRPOLICY_HOST_IN=str(root / "requests.json"),
+            HDRPOLICY_HOST_OUT=str(root / "results.json"),
         )
-        if proc.returncode != 0:
-            raise BuildError("the native emulator run failed", proc.stdout + proc.stderr)
+        progress("running the plug-in's Go natively (tetratelabs SDK emulator)")
+        run_tool(
+            [go.binary, "test", "-count=1", "-run", "^TestHdrpolicyHost$", "."],
+            root,
+            env,
+            "the native emulator run",
+        )
         return _results((root / "results.json").read_bytes())
