@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from conftest import EXAMPLES, hdrpolicy
 from hdrpolicy import manifests as m
 from registry import crd_schema
 
@@ -184,3 +185,32 @@ def test_bad_options_are_refused() -> None:
         m.render(INFO, m.DeployOptions(target_ref=m.TargetRef.parse("Service/api")))
     with pytest.raises(m.ManifestError, match="not a sha256"):
         m.render(replace(INFO, image_digest="sha256:xyz"), m.DeployOptions())
+
+
+def test_compile_options_reach_the_generated_manifests(tmp_path: Path) -> None:
+    proc = hdrpolicy(
+        *("compile", str(EXAMPLES / "header-authorization.hp"), "-o", "dist"),
+        *("--namespace", "edge", "--selector", "app=gateway", "--selector", "tier=edge"),
+        *("--phase", "AUTHZ", "--priority", "10", "--pull-secret", "regcred", "--fail-open"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plugin = yaml.safe_load((tmp_path / "dist" / m.WASMPLUGIN).read_text())
+    jsonschema.validate(plugin, crd_schema("istio-wasmplugin-crd.yaml"))
+    assert plugin["metadata"]["namespace"] == "edge"
+    spec = plugin["spec"]
+    assert spec["selector"] == {"matchLabels": {"app": "gateway", "tier": "edge"}}
+    assert (spec["phase"], spec["priority"], spec["failStrategy"]) == ("AUTHZ", 10, "FAIL_OPEN")
+    assert spec["imagePullSecret"] == "regcred"
+
+
+def test_bad_compile_options_are_located_errors(tmp_path: Path) -> None:
+    policy = str(EXAMPLES / "header-authorization.hp")
+    bad_selector = hdrpolicy("compile", policy, "-o", "dist", "--selector", "novalue", cwd=tmp_path)
+    assert bad_selector.returncode == 1 and "--selector novalue" in bad_selector.stderr
+    both = hdrpolicy(
+        *("compile", policy, "-o", "dist", "--selector", "a=b", "--target-ref", "Gateway/eg"),
+        cwd=tmp_path,
+    )
+    assert both.returncode == 1 and "not both" in both.stderr
+    assert not (tmp_path / "dist").exists()  # nothing written for bad options
