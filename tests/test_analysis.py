@@ -184,7 +184,9 @@ def test_untranslatable_regex_is_unknown_never_a_guess() -> None:
 
 def test_generated_200_rule_policy_is_analysed_completely() -> None:
     """The bench's policy: every finding decided (no HP405); timing is the bench's job."""
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench_analysis.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench", ROOT / "benchmarks" / "bench_analysis.py"
+    )
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -1,6 +1,6 @@
 """Time `analyse` on generated policies of 20, 50, 100 and 200 rules (prints seconds; not a test).
 
-`python scripts/bench_analysis.py [N ...]` times other sizes.
+`python benchmarks/bench_analysis.py [N ...]` times other sizes.
 """
 
 from __future__ import annotations
