@@ -114,8 +114,12 @@ def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> P
         for name, data in files.items():
             (staging / name).write_bytes(data)
         build(staging, toolchain, progress)
-        if not target.exists():
+        try:
             os.replace(staging, target)
+        except OSError:
+            # Another process built the same sources first: its result is identical.
+            if not (target / WASM).is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / WASM
