@@ -61,9 +61,47 @@ TERMINAL_WORDS: dict[str, str] = {
     "$END": "the end of the file",
 }
 
-KEYWORDS = [
-    w.strip("`") for k, w in TERMINAL_WORDS.items() if w.startswith("`") and k != "IGNORING"
-]
+# Spellings from other languages, and what this one says instead.
+_FAMILIAR = {
+    "=": "==",
+    "===": "==",
+    "is": "==",
+    "eq": "==",
+    "ne": "!=",
+    "&&": "and",
+    "&": "and",
+    "||": "or",
+    "|": "or",
+    "!": "not",
+    "if": "when",
+    "where": "when",
+    "except": "unless",
+    "startswith": "starts_with",
+    "endswith": "ends_with",
+    "has": "exists",
+    "like": "matches",
+}
+
+
+def _hint(found: str, expected: set[str]) -> str | None:
+    """A help line for a wrong token: the familiar spelling's equivalent, else a
+    close keyword, either only if it could stand here."""
+    allowed = {
+        TERMINAL_WORDS[n].strip("`") for n in expected if TERMINAL_WORDS.get(n, "").startswith("`")
+    }
+    if found.startswith("'"):
+        return 'strings are in double quotes: "…"'
+    if (found in ("true", "false") or found.isdigit()) and "STRING" in expected:
+        return f'values are strings: write "{found}"'
+    familiar = _FAMILIAR.get(found.lower())
+    if familiar is not None and familiar in allowed:
+        return f"write `{familiar}`"
+    guess = did_you_mean(found, sorted(allowed))
+    if guess and guess != found:
+        return f"did you mean `{guess}`?"
+    return None
+
+
 _STATEMENT_START = re.compile(r"^[ \t]*(policy|deny|allow|default)\b", re.MULTILINE)
 
 
@@ -147,28 +185,25 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput) -> Diagn
         end = tok.end_pos if tok.end_pos is not None else start + len(str(tok))
         found = f"`{tok}`"
         expected = set(exc.accepts or exc.expected)
-        guess = did_you_mean(str(tok), KEYWORDS)
-        if guess and guess != str(tok):
-            help_text = f"did you mean `{guess}`?"
+        help_text = _hint(str(tok), expected)
     elif isinstance(exc, UnexpectedCharacters):
         start = int(exc.pos_in_stream or 0)
         end = start + 1
         ch = text[start]
         found = f"`{ch}`" if ch.isprintable() else f"character U+{ord(ch):04X}"
+        expected = set()
         if ch == '"':
             found = "an unterminated string"
             end = text.find("\n", start)
             end = len(text) if end < 0 else end
             help_text = 'close the string with `"` on the same line'
-        else:
-            word = re.match(r"[A-Za-z_]+", text[start:])
+        expected = set(exc.allowed or ())
+        if ch != '"':
+            word = re.match(r"[A-Za-z_]+|'[^'\n]*'?|[=&|!]+", text[start:])
             if word:
                 end = start + word.end()
                 found = f"`{word.group()}`"
-                guess = did_you_mean(word.group(), KEYWORDS)
-                if guess:
-                    help_text = f"did you mean `{guess}`?"
-        expected = set(exc.allowed or ())
+                help_text = _hint(word.group(), expected)
     else:
         start = end = len(text)
         found = "the end of the file"
