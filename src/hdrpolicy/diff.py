@@ -185,8 +185,10 @@ def load_policy(spec: str, cwd: Path | None = None) -> Checked:
     if path.exists() or ":" not in spec:
         return check_file(path)
     rev, _, rel = spec.partition(":")
+    if rev.startswith("-"):
+        raise OSError(f"`{spec}` is not a revision")  # never let it reach git as an option
     proc = subprocess.run(
-        ["git", "show", f"{rev}:{rel}"],
+        ["git", "show", "--end-of-options", f"{rev}:{rel}"],
         cwd=cwd,
         capture_output=True,
         check=False,
