@@ -109,3 +109,12 @@ def test_check_sarif_output(tmp_path: Path) -> None:
     results = sarif["runs"][0]["results"]
     assert {r["ruleId"] for r in results} >= {"HP203"}
     assert all(r["locations"][0]["physicalLocation"]["region"]["startLine"] for r in results)
+
+
+def test_fmt_keeps_the_file_mode(tmp_path: Path) -> None:
+    messy = tmp_path / "private.hp"
+    messy.write_text("deny 403   when header a exists\n")
+    messy.chmod(0o600)
+    assert hdrpolicy("fmt", str(messy)).returncode == 0
+    assert messy.read_text() == "deny 403 when header a exists\n"
+    assert messy.stat().st_mode & 0o777 == 0o600

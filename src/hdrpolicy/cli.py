@@ -30,6 +30,7 @@ from hdrpolicy.diff import render_json as render_diff_json
 from hdrpolicy.diff import render_markdown as render_diff_markdown
 from hdrpolicy.diff import render_text as render_diff_text
 from hdrpolicy.evaluate import evaluate
+from hdrpolicy.files import write_atomically
 from hdrpolicy.fmt import format_file
 from hdrpolicy.manifests import (
     DeployOptions,
@@ -37,7 +38,6 @@ from hdrpolicy.manifests import (
     Phase,
     TargetRef,
     pin_manifests,
-    write_atomically,
 )
 from hdrpolicy.oci import ImageError, docker_build_and_push
 from hdrpolicy.pipeline import Checked, check_file
@@ -524,7 +524,7 @@ def test_command(
     else:
         typer.echo(runner.render_text(reports))
     if junit_xml is not None:
-        junit_xml.write_text(runner.to_junit(reports), encoding="utf-8")
+        write_atomically(junit_xml, runner.to_junit(reports))
     if not all(r.ok for r in reports):
         raise typer.Exit(FAILED)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
 from hdrpolicy.emit import emit
+from hdrpolicy.files import default_mode
 from hdrpolicy.manifests import DeployOptions, PluginInfo, write_manifests
 from hdrpolicy.oci import write_image_layout
 from hdrpolicy.pipeline import Checked, check_file
@@ -62,7 +63,7 @@ def compile_policy(
     parent = out_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    staging.chmod(_directory_mode())
+    staging.chmod(default_mode(directory=True))
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
@@ -123,13 +124,6 @@ def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> P
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / WASM
-
-
-def _directory_mode() -> int:
-    """0o777 less the umask: what `mkdir` would have given (mkdtemp gives 0o700)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 # Files a compile may produce; a stale one that this compile did not produce

@@ -18,9 +18,7 @@ no timestamps, no absolute paths.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hdrpolicy.files import write_atomically
 
 WASMPLUGIN = "wasmplugin.yaml"
 ENVOY_EXTENSION_POLICY = "envoyextensionpolicy.yaml"
@@ -297,21 +297,6 @@ def render(info: PluginInfo, options: DeployOptions) -> dict[str, str]:
         + _ENVOY_NOTE
         + _dump(envoy_filters(info, options)),
     }
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, then `os.replace`: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifests(out_dir: Path, info: PluginInfo, options: DeployOptions) -> list[str]:
