@@ -232,6 +232,8 @@ class _GoBuilder:
         if self.regexps:
             std_imports.insert(0, "regexp")
         by_kind = {s.kind: self.fields[s.key].const for s in self.policy.subjects}
+        pseudo = [self.fields[s.key].const for s in self.policy.subjects if s.is_pseudo]
+        reads_headers = any(not s.is_pseudo for s in self.policy.subjects)
         return {
             "version": __version__,
             "source_name": self.source_name,
@@ -245,6 +247,8 @@ class _GoBuilder:
             "denials": denials,
             "fields": fields,
             "field_consts": field_consts,
+            "reads_headers": reads_headers,
+            "pseudo_test": " || ".join(f"f == {c}" for c in pseudo) or None,
             "path_field": by_kind.get(ir.SubjectKind.PATH),
             "host_field": by_kind.get(ir.SubjectKind.HOST),
             "helpers": sorted(self.helpers),

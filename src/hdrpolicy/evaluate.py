@@ -207,6 +207,8 @@ def readings(policy: ir.Policy, headers: Headers) -> list[dict[str, bytes | None
     for subject in subjects:
         name = host_name(subject)
         found = [normalize(subject, v) for k, v in headers if lower_ascii(k) == name]
+        if subject.is_pseudo:
+            found = found[:1]  # a pseudo-header is single: the first one counts
         if len(found) > 1:
             found.append(b", ".join(found))
             total *= len(found)

@@ -78,6 +78,11 @@ class Subject(Node):
         return f"header:{self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
 
     @property
+    def is_pseudo(self) -> bool:
+        """`:method`, `:path` or `:authority`: single by HTTP's rules and Envoy's codecs."""
+        return self.kind is not SubjectKind.HEADER
+
+    @property
     def label(self) -> str:
         """How the policy language spells it."""
         return f"header {self.name}" if self.kind is SubjectKind.HEADER else self.kind.value

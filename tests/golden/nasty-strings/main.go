@@ -191,6 +191,9 @@ func (r *request) load() bool {
 		if f < 0 {
 			continue
 		}
+		if r.count[f] > 0 && (f == fieldPath) {
+			continue // pseudo-headers are single: the first one counts
+		}
 		value := normalize(f, kv[1])
 		if r.count[f] == 0 {
 			r.first[f] = value

@@ -129,48 +129,19 @@ var tooManyReadings = denial{
 	why:     []field{},
 }
 
-// load reads the request headers from the host once; false if the request
-// has more than maxReadings readings.
+// pseudoNames are the pseudo-headers the policy reads.
+var pseudoNames = [numFields]string{}
+
+// load reads the pseudo-headers the policy needs, one host call each: they
+// cannot repeat, so the policy never needs the whole header map.
 func (r *request) load() bool {
-	pairs, err := proxywasm.GetHttpRequestHeaders()
-	if err != nil {
-		return true
-	}
-	for _, kv := range pairs {
-		f := lookupField(lowerASCII(kv[0]))
-		if f < 0 {
-			continue
-		}
-		value := normalize(f, kv[1])
-		if r.count[f] == 0 {
-			r.first[f] = value
-		} else {
-			r.more[f] = append(r.more[f], value)
-		}
-		r.count[f]++
-	}
-	readings := 1
 	for f := field(0); f < numFields; f++ {
-		if r.count[f] > 1 {
-			readings *= r.count[f] + 1
-			if readings > maxReadings {
-				return false
-			}
-			joined := r.first[f]
-			for _, v := range r.more[f] {
-				joined += ", " + v
-			}
-			r.more[f] = append(r.more[f], joined)
+		if value, err := proxywasm.GetHttpRequestHeader(pseudoNames[f]); err == nil {
+			r.first[f] = normalize(f, value)
+			r.count[f] = 1
 		}
 	}
 	return true
-}
-
-// lookupField maps a lower-case header name to the field it is, or -1.
-func lookupField(name string) field {
-	switch name {
-	}
-	return -1
 }
 
 // normalize trims optional whitespace and applies the subject's own rule:
