@@ -15,8 +15,6 @@ import pytest
 from hdrpolicy import oci
 from registry import skopeo
 
-pytest_plugins = ["conftest_registry"]
-
 WASM = b"\x00asm\x01\x00\x00\x00" + bytes(range(256)) * 4
 
 

@@ -28,8 +28,6 @@ from hdrpolicy.push import (
 )
 from registry import Registry, crd_schema, free_port, pull_wasm, skopeo
 
-pytest_plugins = ["conftest_registry"]
-
 WASM = b"\x00asm\x01\x00\x00\x00" + b"hdrpolicy push test" * 50
 
 

@@ -135,9 +135,6 @@ class Spaces:
                 space.atoms.append(atom)
                 space.languages.append(self._language(atom))
 
-    def atom_index(self, subject: ir.Subject, atom: Atom) -> int:
-        return self.index[subject.key, atom]
-
     def _language(self, atom: Atom) -> Re | None:
         alg = self.alg
         if atom.op is ir.Op.MATCHES:

@@ -144,8 +144,7 @@ GENERATED = (
 
 def _move_into_place(staging: Path, out_dir: Path, produced: list[str]) -> list[str]:
     if not out_dir.exists():
-        os.replace(staging, out_dir)
-        staging.mkdir()  # keep the caller's cleanup simple
+        os.replace(staging, out_dir)  # the caller's cleanup then finds nothing
         return []
     for name in produced:
         target = out_dir / name

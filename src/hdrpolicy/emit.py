@@ -18,12 +18,6 @@ from hdrpolicy.diagnostics import Source
 from hdrpolicy.golit import go_comment_text, go_string
 from hdrpolicy.toolchains import Toolchain
 
-_HOST_NAMES = {
-    ir.SubjectKind.PATH: ":path",
-    ir.SubjectKind.METHOD: ":method",
-    ir.SubjectKind.HOST: ":authority",
-}
-
 
 @cache
 def _environment() -> jinja2.Environment:
@@ -66,8 +60,9 @@ class _GoBuilder:
         taken: set[str] = set()
         for subject in policy.subjects:
             const = _unique(_const_name(subject), taken)
-            host_name = _HOST_NAMES.get(subject.kind) or (subject.name or "")
-            self.fields[subject.key] = _Field(const, go_string(host_name), go_string(subject.label))
+            self.fields[subject.key] = _Field(
+                const, go_string(subject.host_name), go_string(subject.label)
+            )
 
     def location(self, span_line: int) -> str:
         return f"{self.source_name}:{span_line}"

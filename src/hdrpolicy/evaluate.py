@@ -9,6 +9,7 @@ hands it to the plug-in: a list of (name, value) byte pairs, pseudo-headers
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,12 +26,6 @@ from hdrpolicy.ir import (
 
 Headers = list[tuple[bytes, bytes]]
 
-_HOST_NAMES = {
-    ir.SubjectKind.PATH: b":path",
-    ir.SubjectKind.METHOD: b":method",
-    ir.SubjectKind.HOST: b":authority",
-}
-
 
 def _go_replace(exc: UnicodeError) -> tuple[str, int]:
     """Decode like Go's `range` over a string: each invalid byte is one U+FFFD."""
@@ -46,11 +41,6 @@ def lower_ascii(value: bytes) -> bytes:
 
 
 _ASCII_LOWER = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
-
-
-def host_name(subject: ir.Subject) -> bytes:
-    """The name the proxy host gives the subject's header."""
-    return _HOST_NAMES.get(subject.kind) or (subject.name or "").encode()
 
 
 def normalize(subject: ir.Subject, value: bytes) -> bytes:
@@ -205,7 +195,7 @@ def readings(policy: ir.Policy, headers: Headers) -> list[dict[str, bytes | None
     subjects = policy.subjects
     total = 1
     for subject in subjects:
-        name = host_name(subject)
+        name = subject.host_name.encode()
         found = [normalize(subject, v) for k, v in headers if lower_ascii(k) == name]
         if subject.is_pseudo:
             found = found[:1]  # a pseudo-header is single: the first one counts
@@ -246,14 +236,4 @@ def evaluate(policy: ir.Policy, headers: Headers) -> Decision:
     decisions = [_evaluate_reading(policy, values) for values in all_readings]
     denied = [d for d in decisions if not d.allowed]
     chosen = min(denied, key=lambda d: _rank(policy, d)) if denied else decisions[0]
-    return Decision(
-        chosen.allowed,
-        chosen.status,
-        chosen.body,
-        chosen.headers,
-        chosen.rule,
-        chosen.is_default,
-        readings=len(decisions),
-        trace=chosen.trace,
-        values=chosen.values,
-    )
+    return dataclasses.replace(chosen, readings=len(decisions))

@@ -78,6 +78,11 @@ class Subject(Node):
         return f"header:{self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
 
     @property
+    def host_name(self) -> str:
+        """The name the proxy host gives this subject's header."""
+        return _PSEUDO_NAMES.get(self.kind) or (self.name or "")
+
+    @property
     def is_pseudo(self) -> bool:
         """`:method`, `:path` or `:authority`: single by HTTP's rules and Envoy's codecs."""
         return self.kind is not SubjectKind.HEADER
@@ -86,6 +91,13 @@ class Subject(Node):
     def label(self) -> str:
         """How the policy language spells it."""
         return f"header {self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
+
+
+_PSEUDO_NAMES = {
+    SubjectKind.PATH: ":path",
+    SubjectKind.METHOD: ":method",
+    SubjectKind.HOST: ":authority",
+}
 
 
 class Op(StrEnum):

@@ -18,7 +18,7 @@ import z3
 
 from hdrpolicy import ir
 from hdrpolicy.diagnostics import Span
-from hdrpolicy.evaluate import Headers, host_name, normalize
+from hdrpolicy.evaluate import Headers, normalize
 
 # Characters a (trimmed) header value cannot hold: controls but HTAB, and DEL.
 _FORBIDDEN = [(0x00, 0x08), (0x0A, 0x1F), (0x7F, 0x7F), (0xD800, 0xDFFF)]
@@ -98,7 +98,7 @@ def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
         if text is None:
             continue
         if subject.kind is ir.SubjectKind.HEADER:
-            extra.append((host_name(subject), text.encode()))
+            extra.append((subject.host_name.encode(), text.encode()))
         else:
             found[subject.kind] = text
     for kind in (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST):
@@ -107,7 +107,7 @@ def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
         raw = text.encode()
         if normalize(subject, raw) != raw:
             raw += b":443"
-        headers.append((host_name(subject), raw))
+        headers.append((subject.host_name.encode(), raw))
     return headers + extra
 
 
@@ -290,7 +290,7 @@ class _RegexParser:
         if c in "^$":
             raise _Unsupported("anchor")
         if c == "\\":
-            ranges = self.escape(in_class=False)
+            ranges = self.escape()
             return self._ranges_re(ranges)
         if c in "*+?{":
             if c == "{" and not re.match(r"\{(\d+)(,(\d*))?\}", self.s[self.i :]):
@@ -300,7 +300,7 @@ class _RegexParser:
         self.i += 1
         return self._char(c)
 
-    def escape(self, in_class: bool) -> list[tuple[int, int]]:
+    def escape(self) -> list[tuple[int, int]]:
         c = self.s[self.i + 1]
         self.i += 2
         if c in _PERL:
@@ -336,7 +336,7 @@ class _RegexParser:
             if self.s.startswith("[:", self.i):
                 raise _Unsupported("POSIX class")
             if c == "\\":
-                got = self.escape(in_class=True)
+                got = self.escape()
                 if len(got) != 1 or got[0][0] != got[0][1]:
                     ranges.extend(got)
                     continue
@@ -347,7 +347,7 @@ class _RegexParser:
             if self.peek() == "-" and self.s[self.i + 1] != "]":
                 self.i += 1
                 if self.peek() == "\\":
-                    got = self.escape(in_class=True)
+                    got = self.escape()
                     if len(got) != 1 or got[0][0] != got[0][1]:
                         raise _Unsupported("class range to a class")
                     hi = got[0][0]

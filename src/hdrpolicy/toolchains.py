@@ -29,10 +29,6 @@ class Toolchain:
     # Blank imports the plug-in needs (TinyGo's replacement allocator).
     blank_imports: tuple[str, ...]
 
-    @property
-    def sdk_version(self) -> str:
-        return self.requires[0][1]
-
 
 GO = Toolchain(
     name=ToolchainName.GO,
