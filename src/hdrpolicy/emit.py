@@ -52,7 +52,8 @@ class _GoBuilder:
     def __init__(self, policy: ir.Policy, source: Source, source_name: str) -> None:
         self.policy = policy
         self.source = source
-        self.source_name = source_name
+        # The file name as comments and the deny log show it: one visible line.
+        self.source_name = go_comment_text(source_name)
         self.fields: dict[str, _Field] = {}
         self.helpers: set[str] = set()
         self.regexps: list[dict[str, str]] = []

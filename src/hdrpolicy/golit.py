@@ -1,17 +1,26 @@
-"""Escaping of policy text for Go source: the one place strings cross into Go.
+"""Escaping for Go source: the one place strings from outside cross into Go.
 
-A policy literal may hold anything (quotes, backslashes, NUL, `*/`, `{{`,
-bidirectional controls); what comes out is a Go interpreted string literal
-built only of printable ASCII, so it can never end early or change meaning.
+Two targets, one function each.  `go_string` makes a Go interpreted string
+literal of printable ASCII only, so it can never end early or change meaning,
+whatever it holds (quotes, backslashes, NUL, `*/`, `{{`, bidirectional
+controls, a file name's undecodable bytes).  `go_comment_text` makes text (a
+policy's source line, a file name) one visible line inside a `//` comment.
 """
 
 from __future__ import annotations
+
+from hdrpolicy.escape import ESCAPED_BYTES, visible_line
 
 _SHORT = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def go_string(value: str) -> str:
-    """A Go string literal whose UTF-8 bytes are exactly `value`'s UTF-8 encoding."""
+    """A Go string literal holding exactly `value`'s bytes (`os.fsencode`'s, for a file name).
+
+    Text is UTF-8; a surrogate-escaped byte (from a file name that is not
+    UTF-8) is that byte.  Other lone surrogates have no bytes: ValueError (the
+    lowering step rejects them in policies, and file names cannot hold them).
+    """
     out = ['"']
     for ch in value:
         code = ord(ch)
@@ -21,9 +30,10 @@ def go_string(value: str) -> str:
             out.append(ch)
         elif code < 0x80:
             out.append(f"\\x{code:02x}")
+        elif code in ESCAPED_BYTES:
+            out.append(f"\\x{code - 0xDC00:02x}")
         elif 0xD800 <= code <= 0xDFFF:
-            # Not encodable in UTF-8; the lowering step rejects these.
-            raise ValueError(f"lone surrogate U+{code:04X} in policy string")
+            raise ValueError(f"lone surrogate U+{code:04X} has no UTF-8 encoding")
         elif code <= 0xFFFF:
             out.append(f"\\u{code:04x}")
         else:
@@ -33,18 +43,9 @@ def go_string(value: str) -> str:
 
 
 def go_comment_text(text: str) -> str:
-    """Policy source text made safe and visible inside a `//` comment.
+    """Text made safe and visible inside a `//` comment (`visible_line`, trailing blanks cut).
 
-    Line breaks would end the comment, and control or format characters could
-    hide what a reviewer reads, so they are shown as `\\u` escapes.
+    A `//` comment ends only at a line break, and Go rejects NUL, a byte order
+    mark and invalid UTF-8 in source: `visible_line` leaves none of them.
     """
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\t" or (0x20 <= code < 0x7F):
-            out.append(ch)
-        elif code < 0x20 or code == 0x7F or not ch.isprintable():
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out).rstrip()
+    return visible_line(text).rstrip()
