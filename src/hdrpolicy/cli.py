@@ -15,7 +15,7 @@ from hdrpolicy import __version__, runner
 from hdrpolicy import explain as explain_decision
 from hdrpolicy.analysis import analyse
 from hdrpolicy.build import BuildError
-from hdrpolicy.compiler import OCI, compile_policy
+from hdrpolicy.compiler import OCI, SwitchFailed, compile_policy
 from hdrpolicy.diagnostics import (
     Diagnostic,
     Severity,
@@ -318,10 +318,13 @@ def compile_command(
         _err(f"error: {exc.strerror or exc}: `{exc.filename or policy}`")
         raise typer.Exit(FAILED) from None
     except BuildError as exc:
-        _err(f"error: {exc.message}; `{out}` was left unchanged")
+        unchanged = "" if isinstance(exc, SwitchFailed) else f"; `{out}` was left unchanged"
+        _err(f"error: {exc.message}{unchanged}")
         if exc.output:
             _err(exc.output)
         raise typer.Exit(FAILED) from None
+    for note in result.recovered:
+        _err(f"note: {note}")
     if result.checked.ok:
         _analysed(result.checked, analysis_budget_ms, strict=False)
     _print_diagnostics([result.checked], OutputFormat.TEXT)

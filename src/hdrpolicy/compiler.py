@@ -8,15 +8,22 @@ leaves the user's directory exactly as it was.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
 from hdrpolicy.emit import emit
-from hdrpolicy.files import default_mode
+from hdrpolicy.files import (
+    STAGING_MARKER,
+    KeepStaging,
+    default_mode,
+    staging_dir,
+    stale_staging_dirs,
+    write_atomically,
+)
 from hdrpolicy.manifests import DeployOptions, PluginInfo, write_manifests
 from hdrpolicy.oci import write_image_layout
 from hdrpolicy.pipeline import Checked, check_file
@@ -24,6 +31,10 @@ from hdrpolicy.toolchains import Toolchain
 
 WASM = "plugin.wasm"
 OCI = "oci"
+
+
+class SwitchFailed(BuildError):
+    """The switch failed and could not be undone: `out_dir` is not as it was (see the message)."""
 
 
 @dataclass
@@ -37,6 +48,8 @@ class CompileResult:
     image_digest: str | None = None
     # Set when the sources were written but the build was skipped (no toolchain).
     skipped_build: ToolchainMissing | None = None
+    # What was found and repaired from a compile that was killed (see `recover_stale`).
+    recovered: list[str] = field(default_factory=list)
 
 
 def compile_policy(
@@ -60,11 +73,11 @@ def compile_policy(
     if out_dir.exists() and not out_dir.is_dir():
         raise BuildError(f"`{out_dir}` exists and is not a directory")
     files = emit(checked.policy, checked.source, policy_path.name, toolchain)
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    staging.chmod(default_mode(directory=True))
-    try:
+    target = out_dir.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result.recovered = recover_stale(out_dir)
+    with staging_dir(target.parent, staging_prefix(out_dir)) as staging:
+        staging.chmod(default_mode(directory=True))
         for name, data in files.items():
             (staging / name).write_bytes(data)
         if build_wasm:
@@ -82,11 +95,9 @@ def compile_policy(
                 checked.policy.name, policy_path, staging / WASM, image.manifest_digest
             )
             write_manifests(staging, info, deploy or DeployOptions())
-        produced = sorted(p.name for p in staging.iterdir())
-        result.removed = _move_into_place(staging, out_dir, produced)
+        produced = sorted(p.name for p in staging.iterdir() if p.name != STAGING_MARKER)
+        result.removed = _swap_into_place(staging, out_dir, produced)
         result.written = produced
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
@@ -110,19 +121,19 @@ def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> P
     if (target / WASM).is_file():
         return target / WASM
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
+    for stale in stale_staging_dirs(target.parent, ".build-"):
+        shutil.rmtree(stale, ignore_errors=True)
+    with staging_dir(target.parent, ".build-") as staging:
         for name, data in files.items():
             (staging / name).write_bytes(data)
         build(staging, toolchain, progress)
+        (staging / STAGING_MARKER).unlink()
         try:
             os.replace(staging, target)
         except OSError:
             # Another process built the same sources first: its result is identical.
             if not (target / WASM).is_file():
                 raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target / WASM
 
 
@@ -142,27 +153,107 @@ GENERATED = (
 )
 
 
-def _move_into_place(staging: Path, out_dir: Path, produced: list[str]) -> list[str]:
+def staging_prefix(out_dir: Path) -> str:
+    """The name every staging directory for `out_dir` starts with (a hidden sibling)."""
+    return f".{out_dir.resolve().name}.hdrpolicy-"
+
+
+# In the staging directory during the switch: the plan (written before the
+# first rename, removed once all succeeded) and the entries it replaced.
+JOURNAL = ".hdrpolicy-switch.json"
+BACKUP = ".hdrpolicy-backup"
+
+
+def _swap_into_place(staging: Path, out_dir: Path, produced: list[str]) -> list[str]:
+    """Switch `out_dir` to the staged files as one step: all renames happen, or none stays.
+
+    Each replaced or stale entry is renamed into the staging directory's backup
+    before its successor is renamed in; on any failure every step is undone
+    from the backup.  A kill in the middle leaves the journal, and the next
+    run's `recover_stale` undoes it the same way.
+    """
     if not out_dir.exists():
-        os.replace(staging, out_dir)  # the caller's cleanup then finds nothing
+        (staging / STAGING_MARKER).unlink()
+        os.replace(staging, out_dir)  # one rename; the staging context then finds nothing
         return []
-    for name in produced:
-        target = out_dir / name
-        if (staging / name).is_dir() and target.exists():
-            # Swap directories: the old one is deleted only once the new one is in place.
-            old = staging / f".old-{name}"
-            os.replace(target, old)
-            os.replace(staging / name, target)
-        else:
-            os.replace(staging / name, target)
-    removed = []
-    for name in GENERATED:
-        stale = out_dir / name
-        if name in produced or not stale.exists():
-            continue
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        else:
-            stale.unlink()
-        removed.append(name)
-    return removed
+    stale = [n for n in GENERATED if n not in produced and os.path.lexists(out_dir / n)]
+    kinds = {n: (staging / n).is_dir() for n in produced} | {n: n == OCI for n in stale}
+    for name, is_dir in kinds.items():
+        _check_kind(out_dir / name, is_dir=is_dir)
+    write_atomically(staging / JOURNAL, json.dumps({"produced": produced, "stale": stale}))
+    backup = staging / BACKUP
+    backup.mkdir()
+    step = ""
+    try:
+        for name in produced:
+            step = name
+            if os.path.lexists(out_dir / name):
+                os.replace(out_dir / name, backup / name)
+            os.replace(staging / name, out_dir / name)
+        for name in stale:
+            step = name
+            os.replace(out_dir / name, backup / name)
+    except OSError as exc:
+        _undo_or_keep(staging, out_dir)
+        raise BuildError(f"cannot replace `{out_dir / step}`: {exc.strerror or exc}") from exc
+    (staging / JOURNAL).unlink()  # committed: the backup is now only old files
+    return stale
+
+
+def _check_kind(path: Path, *, is_dir: bool) -> None:
+    """Refuse to replace a directory with a file or a file with a directory: it is not ours."""
+    if not os.path.lexists(path) or path.is_symlink():
+        return
+    if path.is_dir() != is_dir:
+        found, wanted = ("a directory", "a file") if path.is_dir() else ("a file", "a directory")
+        raise BuildError(
+            f"`{path}` is {found}, but compile writes {wanted} there; "
+            "move it out of the way and compile again"
+        )
+
+
+def _undo(staging: Path, out_dir: Path) -> None:
+    """Put `out_dir` back as it was before `_swap_into_place` started (idempotent).
+
+    Works from the journal and what is where: a produced entry missing from the
+    staging directory was moved in and goes back; a backed-up entry returns.
+    """
+    plan = json.loads((staging / JOURNAL).read_text(encoding="utf-8"))
+    backup = staging / BACKUP
+    for name in reversed([*plan["produced"], *plan["stale"]]):
+        moved_in = name in plan["produced"] and not os.path.lexists(staging / name)
+        if moved_in and os.path.lexists(out_dir / name):
+            os.replace(out_dir / name, staging / name)
+        if os.path.lexists(backup / name):
+            os.replace(backup / name, out_dir / name)
+    (staging / JOURNAL).unlink()
+
+
+def _undo_or_keep(staging: Path, out_dir: Path) -> None:
+    try:
+        _undo(staging, out_dir)
+    except OSError as exc:
+        raise KeepStaging(
+            SwitchFailed(
+                f"the switch of `{out_dir}` failed and could not be undone "
+                f"({exc.strerror or exc}: `{exc.filename}`); the previous files are in "
+                f"`{staging / BACKUP}`, and the next compile restores them"
+            )
+        ) from exc
+
+
+def recover_stale(out_dir: Path) -> list[str]:
+    """Remove staging directories of compiles into `out_dir` that were killed.
+
+    One killed during the switch is undone first, so `out_dir` is as it was
+    before that compile.  Returns what was done, for the user.
+    """
+    target = out_dir.resolve()
+    done = []
+    for stale in stale_staging_dirs(target.parent, staging_prefix(out_dir)):
+        if (stale / JOURNAL).is_file() and target.is_dir():
+            _undo(stale, target)
+            done.append(f"restored `{out_dir}` from an interrupted compile")
+        shutil.rmtree(stale, ignore_errors=True)
+        done.append(f"removed `{stale.name}` left by an interrupted compile")
+    return done
