@@ -87,6 +87,16 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _written(path: Path, text: str) -> bool:
+    """Write a file the user named; a failure is one line naming the file (False)."""
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        _err(f"error: cannot write `{path}`: {exc.strerror or exc}")
+        return False
+    return True
+
+
 def _progress(message: str) -> None:
     """Progress for long steps, on a terminal only: CI logs and pipes stay quiet."""
     if sys.stderr.isatty():
@@ -197,9 +207,10 @@ def fmt_command(
         if check_only:
             typer.echo(formatted.diff(), nl=False)
             failed = True
-        else:
-            write_atomically(path, formatted.text)
+        elif _written(path, formatted.text):
             _err(f"reformatted `{path}`")
+        else:
+            failed = True
     if failed:
         raise typer.Exit(FAILED)
 
@@ -526,8 +537,8 @@ def test_command(
         typer.echo(json.dumps(runner.to_json(reports), indent=2))
     else:
         typer.echo(runner.render_text(reports))
-    if junit_xml is not None:
-        write_atomically(junit_xml, runner.to_junit(reports))
+    if junit_xml is not None and not _written(junit_xml, runner.to_junit(reports)):
+        raise typer.Exit(FAILED)
     if not all(r.ok for r in reports):
         raise typer.Exit(FAILED)
 

@@ -26,7 +26,9 @@ def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
     """Temp file in the same directory, then `os.replace`: readers see old or new, never half.
 
     `mode` defaults to the existing file's (a rewrite keeps permissions), else the umask's.
+    A symbolic link is written through: its target gets the new text, the link stays.
     """
+    path = Path(os.path.realpath(path))
     if mode is None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else default_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
