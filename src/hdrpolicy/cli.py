@@ -44,6 +44,7 @@ from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
 from hdrpolicy.policytests import load as load_tests
 from hdrpolicy.push import PushError, push_layout
+from hdrpolicy.redact import redact
 from hdrpolicy.runner import PolicyReport
 from hdrpolicy.runner import run as run_tests
 from hdrpolicy.sarif import render_sarif
@@ -84,7 +85,8 @@ class OutputFormat(StrEnum):
 
 
 def _err(message: str) -> None:
-    typer.echo(message, err=True)
+    """Every message to stderr goes through here: no credential is ever printed."""
+    typer.echo(redact(message), err=True)
 
 
 def _written(path: Path, text: str) -> bool:
@@ -100,7 +102,7 @@ def _written(path: Path, text: str) -> bool:
 def _progress(message: str) -> None:
     """Progress for long steps, on a terminal only: CI logs and pipes stay quiet."""
     if sys.stderr.isatty():
-        typer.echo(f"… {message}", err=True)
+        _err(f"… {message}")
 
 
 def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:

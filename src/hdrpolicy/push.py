@@ -18,8 +18,9 @@ wrong for this use:
   environment, `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, with
   `credHelpers`/`credsStore`); oras-py ignores `DOCKER_CONFIG`.
 
-Every failure is a `PushError` whose message names the problem and never
-contains a password, token or `auth` string.
+Every failure is a `PushError` whose message names the problem.  Every
+credential read is held by `redact`, which the CLI applies to every message
+it prints, so none is shown even when a registry echoes it back.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ import oras.container  # type: ignore[import-untyped]
 import oras.provider  # type: ignore[import-untyped]
 import requests
 
+from hdrpolicy.escape import visible_line
 from hdrpolicy.oci import MANIFEST_MEDIA_TYPE, ImageError, read_image_layout
+from hdrpolicy.redact import hold, hold_credentials
 
 ENV_USERNAME = "HDRPOLICY_REGISTRY_USERNAME"
 ENV_PASSWORD = "HDRPOLICY_REGISTRY_PASSWORD"
@@ -114,6 +117,16 @@ def parse_reference(ref: str) -> Reference:
     A registry host is required (no implicit Docker Hub) because the reference
     ends up in cluster manifests, where an implicit default is a surprise.
     """
+    if "@" in re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", ref).split("/", 1)[0]:
+        userinfo = ref.rsplit("@", 1)[0]
+        hold(userinfo, userinfo.split("://")[-1].partition(":")[2])
+        raise PushError(
+            "the reference holds credentials (before an `@` ahead of the registry); "
+            "references end up in cluster manifests, so hdrpolicy refuses them: give "
+            f"`--username` with `--password-stdin`, or ${ENV_USERNAME}/${ENV_PASSWORD}, "
+            "or the Docker config",
+            ErrorKind.REFERENCE,
+        )
     if "@" in ref:
         raise PushError(
             f"`{ref}`: push to a tag, not a digest (the digest is computed from the image)",
@@ -128,7 +141,13 @@ def parse_reference(ref: str) -> Reference:
             "e.g. `registry.example.com/test-oci/header-authorization:v0.0.1`",
             ErrorKind.REFERENCE,
         )
-    return Reference(m["registry"], m["repository"], m["tag"] or "latest")
+    registry = m["registry"]
+    port = registry.rsplit(":", 1)[1] if ":" in registry and not registry.endswith("]") else None
+    if port is not None and not 0 < int(port) < 65536:
+        raise PushError(
+            f"`{ref}`: port `{port}` is not a TCP port (1 to 65535)", ErrorKind.REFERENCE
+        )
+    return Reference(registry, m["repository"], m["tag"] or "latest")
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,9 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     source: str
+
+    def __post_init__(self) -> None:
+        hold_credentials(self.username, self.password)
 
 
 def docker_config_path(environ: Mapping[str, str]) -> Path:
@@ -206,6 +228,7 @@ def _from_docker_config(
             continue
         where = f"`{path}`"
         if entry.get("auth"):
+            hold(str(entry["auth"]))
             try:
                 decoded = base64.b64decode(entry["auth"], validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError, TypeError) as exc:
@@ -349,6 +372,15 @@ class _Registry(oras.provider.Registry):  # type: ignore[misc]
                         f"after {self.attempts} attempt(s): {_reason(exc)}",
                         ErrorKind.UNREACHABLE,
                     ) from exc
+            except requests.TooManyRedirects as exc:
+                raise PushError(
+                    f"registry `{self.ref.api_host}` redirects in a loop "
+                    f"(more than {self.session.max_redirects} redirects)",
+                ) from exc
+            except requests.RequestException as exc:
+                raise PushError(
+                    f"the request to registry `{self.ref.api_host}` failed: {_reason(exc)}"
+                ) from exc
             else:
                 if response.status_code not in TRANSIENT_STATUSES or last:
                     return response
@@ -424,19 +456,78 @@ class _Registry(oras.provider.Registry):  # type: ignore[misc]
             pair = f"{self.credentials.username}:{self.credentials.password}".encode()
             return "Basic " + base64.b64encode(pair).decode("ascii")
         if scheme == "bearer":
-            parsed = oras.auth.utils.parse_auth_header(challenge)
-            if self.credentials is None:
-                token = self.auth.request_anonymous_token(parsed)
-            else:
-                token = self.auth.request_token(parsed)
-            if not token:
-                raise self._unauthorised()
-            return f"Bearer {token}"
+            return f"Bearer {self._token(challenge)}"
         raise PushError(
             f"registry `{self.ref.api_host}` asked for an unsupported authentication scheme "
             f"`{scheme or '(none)'}`",
             ErrorKind.UNAUTHORIZED,
         )
+
+    def _token(self, challenge: str) -> str:
+        """A token from the challenge's token service (the distribution token protocol).
+
+        Done here rather than by oras-py, which sends no timeout and fails with
+        an exception on an answer that is not a JSON object.  The token goes
+        into a header, so one with CR, LF or other non-visible characters is
+        refused (it could add headers of its own).
+        """
+        parsed = oras.auth.utils.parse_auth_header(challenge)
+        if not parsed.realm:
+            raise PushError(
+                f"registry `{self.ref.api_host}` asked for a token but named no token "
+                "service (`realm`)",
+                ErrorKind.UNAUTHORIZED,
+            )
+        realm = visible_line(str(parsed.realm))
+        params = {k: str(v) for k in ("service", "scope") if (v := getattr(parsed, k, None))}
+        headers = {"Accept": "application/json"}
+        if self.credentials is not None:
+            pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        try:
+            response = self.session.get(
+                str(parsed.realm),
+                params=params,
+                headers=headers,
+                verify=self._tls_verify,
+                timeout=self.timeout,
+            )
+        except requests.TooManyRedirects as exc:
+            raise PushError(
+                f"token service `{realm}` redirects in a loop", ErrorKind.UNAUTHORIZED
+            ) from exc
+        except requests.RequestException as exc:
+            raise PushError(
+                f"cannot get a token from `{realm}`: {_reason(exc)}", ErrorKind.UNREACHABLE
+            ) from exc
+        if response.status_code == 401:
+            raise self._unauthorised()
+        if response.status_code != 200:
+            raise PushError(
+                f"token service `{realm}` refused a token: {_registry_errors(response)}",
+                ErrorKind.UNAUTHORIZED,
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        token = None
+        if isinstance(answer, dict):
+            token = answer.get("token") or answer.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise PushError(
+                f"token service `{realm}` did not answer with a token "
+                "(a JSON object with `token` or `access_token`)",
+                ErrorKind.UNAUTHORIZED,
+            )
+        hold(token)
+        if not all(0x21 <= ord(ch) <= 0x7E for ch in token):
+            raise PushError(
+                f"token service `{realm}` gave a token with characters an HTTP header cannot "
+                "hold (such as CR or LF); it was not used",
+                ErrorKind.UNAUTHORIZED,
+            )
+        return token
 
 
 def _reason(exc: Exception) -> str:
