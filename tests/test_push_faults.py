@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hdrpolicy import oci
-from hdrpolicy.push import ENV_PASSWORD, ENV_USERNAME
+from hdrpolicy.push import ENV_PASSWORD, ENV_USERNAME, Credentials, _Registry, parse_reference
 from hdrpolicy.redact import hold, hold_credentials, redact
 
 USER = "alice"
@@ -233,3 +233,34 @@ def test_redact_covers_every_form_of_a_held_secret() -> None:
     assert redact("user `bob` at registry.example.com:5000") == (
         "user `bob` at registry.example.com:5000"
     ), "names and ports stay"
+
+
+def test_a_bearer_challenge_gets_a_token_for_the_credentials(
+    serve: Callable[[Route], FakeRegistry],
+) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def route(request: BaseHTTPRequestHandler) -> Answer:
+        seen.append((request.path, request.headers.get("Authorization")))
+        return 200, JSON, json.dumps({"access_token": TOKEN}).encode()
+
+    service = serve(route)
+    client = _Registry(
+        parse_reference(f"{service.host}/test/x:v1"),
+        Credentials(USER, PASSWORD, "--username"),
+        plain_http=True,
+        tls_verify=False,
+        attempts=1,
+        backoff=0,
+        timeout=5,
+    )
+    challenge = (
+        f'Bearer realm="http://{service.host}/token",service="fake",'
+        'scope="repository:test/x:pull,push"'
+    )
+    assert client._answer(challenge) == f"Bearer {TOKEN}"
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert seen == [
+        ("/token?service=fake&scope=repository%3Atest%2Fx%3Apull%2Cpush", f"Basic {basic}")
+    ]
+    assert redact(f"echo: Bearer {TOKEN}") == "echo: Bearer ***", "the token is held"
