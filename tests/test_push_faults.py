@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import EXAMPLES, hdrpolicy
 from hdrpolicy import oci
 from hdrpolicy.push import ENV_PASSWORD, ENV_USERNAME, Credentials, _Registry, parse_reference
 from hdrpolicy.redact import hold, hold_credentials, redact
@@ -230,9 +231,19 @@ def test_redact_covers_every_form_of_a_held_secret() -> None:
         assert shown.startswith("before ") and shown.endswith(" after")
         for secret in ("pa ss", "pa%20ss", "pa\\nss", pair.rstrip("="), "tkn-123", "hunter2"):
             assert secret not in shown, shown
-    assert redact("user `bob` at registry.example.com:5000") == (
-        "user `bob` at registry.example.com:5000"
-    ), "names and ports stay"
+    for kept in ["user `bob` at registry.example.com:5000", 'header x == "mailto:b:c@d.example"']:
+        assert redact(kept) == kept, "names, ports and policy text stay"
+
+
+def test_compile_refuses_a_push_reference_with_credentials_before_building(
+    tmp_path: Path,
+) -> None:
+    proc = hdrpolicy(
+        *("compile", str(EXAMPLES / "header-authorization.hp"), "-o", str(tmp_path / "dist")),
+        *("--push", f"{USER}:{PASSWORD}@127.0.0.1:5000/test/x:v1"),
+    )
+    assert_one_clean_line(proc, "the reference holds credentials")
+    assert not (tmp_path / "dist").exists()
 
 
 def test_a_bearer_challenge_gets_a_token_for_the_credentials(

@@ -43,7 +43,7 @@ from hdrpolicy.oci import ImageError, docker_build_and_push
 from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
 from hdrpolicy.policytests import load as load_tests
-from hdrpolicy.push import PushError, push_layout
+from hdrpolicy.push import PushError, parse_reference, push_layout
 from hdrpolicy.redact import redact
 from hdrpolicy.runner import PolicyReport
 from hdrpolicy.runner import run as run_tests
@@ -315,6 +315,8 @@ def compile_command(
             pull_secret=pull_secret,
             fail_open=fail_open,
         )
+        if push is not None:
+            parse_reference(push)  # a bad reference fails before the build, not after
         password = _password(password_stdin)
         result = compile_policy(
             policy,
@@ -324,7 +326,7 @@ def compile_command(
             deploy=deploy,
             progress=_progress,
         )
-    except (ManifestError, ImageError) as exc:
+    except (ManifestError, ImageError, PushError) as exc:
         _err(f"error: {exc.message}")
         raise typer.Exit(FAILED) from None
     except OSError as exc:
@@ -403,8 +405,8 @@ def _push(
     force: bool,
 ) -> None:
     """Push DIR/oci to REF, verify it, and pin the manifests to the digest."""
-    _progress(f"pushing to {ref}")
     try:
+        _progress(f"pushing to {parse_reference(ref)}")
         pushed = push_layout(
             out / OCI,
             ref,

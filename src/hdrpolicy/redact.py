@@ -3,8 +3,8 @@
 Whatever hdrpolicy learns that is secret (a password, a token, an `auth`
 entry) is `hold`-ed the moment it is read, with the forms it can take on the
 way out: `user:password`, the Basic header's base64, escaped as Python, JSON or
-`visible_line` would show it, URL-encoded.  `redact` replaces all of them, and any
-`user:password@` in a URL or reference, by `***`, so a registry that echoes
+`visible_line` would show it, URL-encoded.  `redact` replaces all of them, and the
+password of any `scheme://user:password@` URL, by `***`, so a registry that echoes
 the Authorization header, or an exception that quotes a header, prints
 nothing secret.
 """
@@ -20,8 +20,9 @@ from hdrpolicy.escape import visible_line
 
 MASK = "***"
 _held: set[str] = set()
-# `user:password@host`, in a reference or a URL.
-_USERINFO = re.compile(r"(?P<user>[^\s:/@`'\"]+):[^\s/@`'\"]+@")
+# `scheme://user:password@host` in a URL (a registry reference with credentials
+# is refused, and its credentials held, by `push.parse_reference`).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@`'\"]*):[^\s/@`'\"]+@")
 
 
 def _forms(secret: str) -> set[str]:
@@ -54,4 +55,4 @@ def redact(text: str) -> str:
     """`text` with every held secret and every `user:password@` replaced by `***`."""
     for secret in sorted(_held, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    return _USERINFO.sub(lambda m: f"{m['user']}:{MASK}@", text)
+    return _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
