@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from hdrpolicy import __version__, runner
+from hdrpolicy import __version__, envoy, runner
 from hdrpolicy import explain as explain_decision
 from hdrpolicy.analysis import analyse
 from hdrpolicy.build import BuildError
@@ -45,7 +45,6 @@ from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, te
 from hdrpolicy.policytests import load as load_tests
 from hdrpolicy.push import PushError, push_layout
 from hdrpolicy.runner import PolicyReport
-from hdrpolicy.runner import run as run_tests
 from hdrpolicy.sarif import render_sarif
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
@@ -287,6 +286,20 @@ def compile_command(
     analysis_budget_ms: Annotated[
         int, typer.Option(help="Time for the rule analysis's warnings; 0 turns it off.")
     ] = COMPILE_ANALYSIS_BUDGET_MS,
+    envoy_address: Annotated[
+        str, typer.Option(help="envoy.yaml: the listener's IP address.")
+    ] = envoy.DEFAULT_ADDRESS,
+    envoy_port: Annotated[int, typer.Option(help="envoy.yaml: the listener's port.")] = (
+        envoy.DEFAULT_PORT
+    ),
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="envoy.yaml: the service, http://HOST[:PORT] (default: a 200 reply)."),
+    ] = None,
+    envoy_wasm_path: Annotated[
+        str | None,
+        typer.Option(help="envoy.yaml: load the plug-in from this path instead of inline."),
+    ] = None,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     if docker and push is None:
@@ -301,6 +314,10 @@ def compile_command(
             priority=priority,
             pull_secret=pull_secret,
             fail_open=fail_open,
+            wasm_path=envoy_wasm_path,
+            envoy_address=envoy_address,
+            envoy_port=envoy_port,
+            upstream=envoy.Upstream.parse(upstream) if upstream else None,
         )
         password = _password(password_stdin)
         result = compile_policy(
@@ -311,7 +328,7 @@ def compile_command(
             deploy=deploy,
             progress=_progress,
         )
-    except (ManifestError, ImageError) as exc:
+    except (ManifestError, ImageError, envoy.EnvoyError) as exc:
         _err(f"error: {exc.message}")
         raise typer.Exit(FAILED) from None
     except OSError as exc:
@@ -469,6 +486,10 @@ def explain(
         typer.echo(explain_decision.render_text(checked.source, decision))
 
 
+class Proxy(StrEnum):
+    ENVOY = "envoy"
+
+
 @app.command(name="test")
 def test_command(
     policies: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
@@ -485,29 +506,39 @@ def test_command(
     toolchain: Annotated[
         ToolchainName, typer.Option(help="Which target's plug-in to run the cases on.")
     ] = ToolchainName.GO,
+    proxy: Annotated[
+        Proxy | None,
+        typer.Option(help="Also run every case through this proxy over HTTP/1.1 and HTTP/2."),
+    ] = None,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
     if tests is not None and len(policies) != 1:
         _err("error: --tests goes with exactly one policy")
         raise typer.Exit(FAILED)
-    reports: list[PolicyReport] = []
-    for policy in policies:
+    if proxy is Proxy.ENVOY:
+        try:
+            envoy.find_envoy()
+        except envoy.EnvoyMissing as exc:
+            _err(f"error: {exc.message}")
+            raise typer.Exit(FAILED) from None
+    unreadable: dict[int, PolicyReport] = {}
+    jobs = []
+    for i, policy in enumerate(policies):
         checked = _read_checked(policy)
         if checked is None:
             raise typer.Exit(FAILED)
         tests_file = tests or tests_path_for(policy)
         try:
-            loaded = load_tests(tests_file)
+            jobs.append((checked, load_tests(tests_file)))
         except OSError as exc:
-            report = PolicyReport(
-                checked, None, error=f"cannot read `{tests_file}`: {exc.strerror}"
-            )
-            reports.append(report)
-            continue
-        try:
-            reports.append(run_tests(checked, loaded, _progress, TOOLCHAINS[toolchain]))
-        except BuildError as exc:
-            reports.append(PolicyReport(checked, loaded, error=f"{exc.message}\n{exc.output}"))
+            error = f"cannot read `{tests_file}`: {exc.strerror}"
+            unreadable[i] = PolicyReport(checked, None, error=error)
+    try:
+        ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
+    except envoy.EnvoyError as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    reports = [unreadable.get(i) or next(ran) for i in range(len(policies))]
     for report in reports:
         if report.error:
             _err(f"error: {report.checked.source.path}: {report.error}")

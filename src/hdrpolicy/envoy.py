@@ -135,11 +135,15 @@ class Plugin:
     """One plug-in on one listener."""
 
     name: str
-    # The plug-in's path as Envoy opens it: absolute, or relative to Envoy's working directory.
+    # The plug-in's path as Envoy opens it (absolute, or relative to Envoy's working
+    # directory), or with `inline` its bytes in base64.
     wasm: str
+    inline: bool = False
     address: str = DEFAULT_ADDRESS
     port: int = DEFAULT_PORT
     fail_open: bool = False
+    # Envoy's own path normalisation (PATH_NORMALISATION) on this listener.
+    normalise_paths: bool = True
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -159,7 +163,11 @@ def http_filters(plugin: Plugin) -> list[dict[str, Any]]:
                     "vm_config": {
                         "vm_id": plugin.name,
                         "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": plugin.wasm}},
+                        "code": {
+                            "local": {
+                                ("inline_bytes" if plugin.inline else "filename"): plugin.wasm
+                            }
+                        },
                     },
                 },
             },
@@ -179,9 +187,7 @@ PATH_NORMALISATION: dict[str, Any] = {
 }
 
 
-def _listener(
-    index: int, plugin: Plugin, upstream: Upstream | None, normalise_paths: bool
-) -> dict[str, Any]:
+def _listener(plugin: Plugin, upstream: Upstream | None) -> dict[str, Any]:
     route: dict[str, Any] = {"match": {"prefix": "/"}}
     if upstream is None:
         route["direct_response"] = {
@@ -190,13 +196,13 @@ def _listener(
         }
     else:
         route["route"] = {"cluster": UPSTREAM_CLUSTER}
-    name = plugin.name if index == 0 else f"{plugin.name}-{index}"
+    name = plugin.name
     manager: dict[str, Any] = {
         "@type": _HCM,
         "stat_prefix": name,
         # HTTP/1.1, and HTTP/2 with or without TLS (h2c prior knowledge).
         "codec_type": "AUTO",
-        **(PATH_NORMALISATION if normalise_paths else {}),
+        **(PATH_NORMALISATION if plugin.normalise_paths else {}),
         "route_config": {
             "name": name,
             "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [route]}],
@@ -223,20 +229,20 @@ def bootstrap(
     plugins: Sequence[Plugin],
     upstream: Upstream | None,
     *,
-    normalise_paths: bool = True,
     admin_port: int = 0,
 ) -> dict[str, Any]:
-    """A complete Envoy bootstrap: a listener per plug-in, in front of `upstream`.
+    """A complete Envoy bootstrap: a listener per plug-in (named after it), in front of `upstream`.
 
     Without an upstream, an allowed request gets a 200 saying so.  The admin
     endpoint listens on 127.0.0.1 only (port 0: any free port).
     """
+    names = [p.name for p in plugins]
+    if len(set(names)) != len(names):
+        raise EnvoyError(f"plug-in names must be unique: {names}")
     config: dict[str, Any] = {
         "admin": {"address": _address(DEFAULT_ADDRESS, admin_port)},
         "static_resources": {
-            "listeners": [
-                _listener(i, p, upstream, normalise_paths) for i, p in enumerate(plugins)
-            ],
+            "listeners": [_listener(p, upstream) for p in plugins],
         },
     }
     if upstream is not None:
