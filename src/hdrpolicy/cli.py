@@ -46,6 +46,7 @@ from hdrpolicy.policytests import load as load_tests
 from hdrpolicy.push import PushError, push_layout
 from hdrpolicy.runner import PolicyReport
 from hdrpolicy.sarif import render_sarif
+from hdrpolicy.serve import ServeOptions, serve
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
 app = typer.Typer(
@@ -292,6 +293,9 @@ def compile_command(
     envoy_port: Annotated[int, typer.Option(help="envoy.yaml: the listener's port.")] = (
         envoy.DEFAULT_PORT
     ),
+    envoy_admin_port: Annotated[
+        int, typer.Option(help="envoy.yaml: the admin endpoint's port, on 127.0.0.1.")
+    ] = 9901,
     upstream: Annotated[
         str | None,
         typer.Option(help="envoy.yaml: the service, http://HOST[:PORT] (default: a 200 reply)."),
@@ -317,6 +321,7 @@ def compile_command(
             wasm_path=envoy_wasm_path,
             envoy_address=envoy_address,
             envoy_port=envoy_port,
+            envoy_admin_port=envoy_admin_port,
             upstream=envoy.Upstream.parse(upstream) if upstream else None,
         )
         password = _password(password_stdin)
@@ -558,6 +563,41 @@ def test_command(
         write_atomically(junit_xml, runner.to_junit(reports))
     if not all(r.ok for r in reports):
         raise typer.Exit(FAILED)
+
+
+@app.command(name="run")
+def run_command(
+    policy: Annotated[Path, typer.Argument(help="The policy file (.hp).")],
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="The service behind Envoy, http://HOST[:PORT] (default: a 200 reply)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="The port to listen on (0: any free port).")] = (
+        envoy.DEFAULT_PORT
+    ),
+    address: Annotated[str, typer.Option(help="The IP address to listen on.")] = (
+        envoy.DEFAULT_ADDRESS
+    ),
+) -> None:
+    """Serve POLICY in a real Envoy in front of UPSTREAM until Ctrl-C."""
+    checked = _read_checked(policy)
+    if checked is None:
+        raise typer.Exit(FAILED)
+    if not checked.ok or checked.policy is None:
+        _print_diagnostics([checked], OutputFormat.TEXT)
+        raise typer.Exit(FAILED)
+    try:
+        options = ServeOptions(port, address, envoy.Upstream.parse(upstream) if upstream else None)
+        envoy.find_envoy()
+        serve(checked, options, typer.echo, _progress)
+    except envoy.EnvoyError as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    except BuildError as exc:
+        _err(f"error: {exc.message}")
+        if exc.output:
+            _err(exc.output)
+        raise typer.Exit(FAILED) from None
 
 
 def _version(value: bool) -> None:

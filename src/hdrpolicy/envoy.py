@@ -263,6 +263,8 @@ class Envoy:
         self.workdir = workdir
         self._log = log
         self.admin_port = 0
+        # Whether Envoy's log goes somewhere a user sees it (else errors quote its end).
+        self.log_shown = False
         # Listener name → the port Envoy bound.
         self.ports: dict[str, int] = {}
 
@@ -273,26 +275,33 @@ class Envoy:
     @classmethod
     def start(
         cls,
-        config: dict[str, Any],
+        config: dict[str, Any] | Path,
         *,
+        listeners: int | None = None,
         timeout: float | None = None,
         log_level: str = "warning",
         on_log: Callable[[str], None] | None = None,
         cwd: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> Envoy:
-        """Start Envoy with `config` and wait until every listener accepts connections.
+        """Start Envoy with `config` (a bootstrap, or a config file with `listeners`
+        listeners) and wait until every listener accepts connections.
 
         `on_log` receives each line Envoy logs (else they are kept for errors only).
         Raises EnvoyError, with the end of Envoy's log, if it exits or is not
         ready within `timeout` seconds.
         """
         binary = find_envoy()
-        listeners = len(config["static_resources"]["listeners"])
+        workdir = Path(tempfile.mkdtemp(prefix="hdrpolicy-envoy-"))
+        if isinstance(config, Path):
+            config_path = config
+            listeners = listeners or 1
+        else:
+            config_path = workdir / "envoy.yaml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            listeners = len(config["static_resources"]["listeners"])
         if timeout is None:
             timeout = max(START_TIMEOUT_S, START_TIMEOUT_PER_PLUGIN_S * listeners)
-        workdir = Path(tempfile.mkdtemp(prefix="hdrpolicy-envoy-"))
-        config_path = workdir / "envoy.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         argv = [
             binary,
             "-c",
@@ -305,6 +314,7 @@ class Envoy:
             str(workdir / "admin-address"),
             "--log-level",
             log_level,
+            *extra_args,
         ]
         log: collections.deque[str] = collections.deque(maxlen=200)
         try:
@@ -320,6 +330,7 @@ class Envoy:
             shutil.rmtree(workdir, ignore_errors=True)
             raise EnvoyError(f"cannot run `{binary}`: {exc.strerror or exc}") from None
         envoy = cls(proc, workdir, log)
+        envoy.log_shown = on_log is not None
         threading.Thread(target=envoy._read_log, args=(on_log,), daemon=True).start()
         try:
             envoy._wait_ready(timeout, listeners)
@@ -336,11 +347,13 @@ class Envoy:
             if on_log is not None:
                 on_log(line)
 
-    def log_tail(self, lines: int = 25) -> str:
-        return "\n".join(list(self._log)[-lines:])
+    def log_tail(self, lines: int = 25, width: int = 2000) -> str:
+        """Envoy's last log lines, each cut to `width` (a config error quotes the config)."""
+        tail = list(self._log)[-lines:]
+        return "\n".join(x if len(x) <= width else x[:width] + " …" for x in tail)
 
     def _failed(self, why: str) -> EnvoyError:
-        tail = self.log_tail()
+        tail = "" if self.log_shown else self.log_tail()
         return EnvoyError(f"{why}" + (f"; the end of its log:\n{tail}" if tail else ""))
 
     def _wait_ready(self, timeout: float, listeners: int) -> None:

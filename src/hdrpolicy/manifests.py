@@ -55,8 +55,6 @@ ANNOTATION_POLICY = "hdrpolicy.io/policy"
 ANNOTATION_POLICY_SHA256 = "hdrpolicy.io/policy-sha256"
 ANNOTATION_WASM_SHA256 = "hdrpolicy.io/wasm-sha256"
 _HEX64 = re.compile(r"[a-f0-9]{64}")
-# envoy.yaml's admin endpoint (on 127.0.0.1): Envoy's customary port.
-ENVOY_ADMIN_PORT = 9901
 
 
 class ManifestError(Exception):
@@ -112,6 +110,8 @@ class DeployOptions:
     envoy_address: str = DEFAULT_ADDRESS
     envoy_port: int = DEFAULT_PORT
     upstream: Upstream | None = None
+    # envoy.yaml: the admin endpoint's port, on 127.0.0.1 (9901 is Envoy's customary one).
+    envoy_admin_port: int = 9901
 
     def __post_init__(self) -> None:
         if self.selector is not None and self.target_ref is not None:
@@ -120,8 +120,9 @@ class DeployOptions:
             raise ManifestError("the selector is empty")
         if self.priority is not None and not -(2**31) <= self.priority < 2**31:
             raise ManifestError(f"priority `{self.priority}` is not a 32-bit integer")
-        if not 0 <= self.envoy_port < 2**16:
-            raise ManifestError(f"port `{self.envoy_port}` is not between 0 and 65535")
+        for port in (self.envoy_port, self.envoy_admin_port):
+            if not 0 <= port < 2**16:
+                raise ManifestError(f"port `{port}` is not between 0 and 65535")
         try:
             ip_address(self.envoy_address)
         except ValueError:
@@ -293,7 +294,7 @@ def envoy_bootstrap(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
         port=options.envoy_port,
         fail_open=options.fail_open,
     )
-    return bootstrap([plugin], options.upstream, admin_port=ENVOY_ADMIN_PORT)
+    return bootstrap([plugin], options.upstream, admin_port=options.envoy_admin_port)
 
 
 def _envoy_text(info: PluginInfo, options: DeployOptions) -> str:
@@ -301,7 +302,8 @@ def _envoy_text(info: PluginInfo, options: DeployOptions) -> str:
     url = f"http://{f'[{host}]' if ':' in host else host}:{options.envoy_port}/"
     note = [
         "# A complete Envoy config: `envoy -c envoy.yaml`, from any directory, serves",
-        f"# {url} (HTTP/1.1 and h2c) under the policy; admin on 127.0.0.1:{ENVOY_ADMIN_PORT}.",
+        f"# {url} (HTTP/1.1 and h2c) under the policy;"
+        f" admin on 127.0.0.1:{options.envoy_admin_port}.",
     ]
     text = _dump(envoy_bootstrap(info, options))
     if options.wasm_path is None:
