@@ -47,7 +47,9 @@ class EchoServer:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                got = Received(self.command, self.path, tuple(self.headers.items()))
+                # The target as written: http.server rewrites a leading `//` in `self.path`.
+                target = self.requestline.split(" ")[1]
+                got = Received(self.command, target, tuple(self.headers.items()))
                 with server._lock:
                     server.received.append(got)
                 body = json.dumps(
