@@ -31,7 +31,7 @@ WORDS = ["a", "admin", "b", "curl/8.5", "Mozilla/5.0", "true", "Bearer x", "a,b"
 WORDS += ["curl/8.5", "Mozilla/5.0", "admin", "Bearer x", "true"]
 PATH_WORDS = ["/admin", "/api/v1/", "/public", "/a"]
 HOSTS = ["example.com", "Example.COM:8080", "billing.internal", "a.internal:8443"]
-METHODS = ["GET", "POST", "OPTIONS", "PUT", "DELETE"]
+METHODS = ["GET", "POST", "OPTIONS", "PUT", "DELETE", "HEAD"]
 SEGMENTS = ["admin", "api", "v1", "public", "users", "a", "..", ".", "", "%2e%2e", "%61dmin"]
 SEGMENTS += ["%2F", "%2fadmin", "%5C", "x;y", "A", "a%20b", "..;", "%41"]
 BYPASSES = ["/{}", "/{}", "/public/../{}", "//{}", "/./{}", "/public%2F..%2F{}", "/x/..%5C{}"]
@@ -159,7 +159,8 @@ def test_envoy_agrees_with_the_evaluator_on_random_policies_and_requests() -> No
                     proxy.upstream.take()
                     response = clients.send(protocol, proxy.port(f"p{i}"), request)
                     reached = bool(proxy.upstream.take())
-                    why = envoy_agreement(decision, response, reached, proxy.upstream.token)
+                    token = proxy.upstream.token
+                    why = envoy_agreement(decision, response, reached, token, request.method)
                     if why is not None:
                         failures.append(
                             f"seed {SEED}, policy p{i}:\n{text}  {protocol.value} {request}\n"

@@ -173,13 +173,13 @@ def plugin_headers(response: Response) -> list[tuple[str, str]]:
 
 
 def envoy_agreement(
-    decision: Decision, response: Response, reached_upstream: bool, token: str
+    decision: Decision, response: Response, reached_upstream: bool, token: str, method: str = "GET"
 ) -> str | None:
     """None if Envoy did exactly what the evaluator decided.
 
     Allowed means the request reached the upstream and its answer came back
     (it carries the upstream's token); denied means the upstream never saw it
-    and the client got exactly the status, body and headers decided.
+    and the client got exactly the status, body (none for HEAD) and headers decided.
     """
     got = describe_response(response, reached_upstream)
     from_upstream = reached_upstream and response.header(TOKEN_HEADER) == token
@@ -188,9 +188,10 @@ def envoy_agreement(
     if response.error is not None or reached_upstream:
         return f"the evaluator denies {decision.status}, Envoy sent {got}"
     want = sorted((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in decision.headers)
+    body = b"" if method == "HEAD" else decision.body
     if (response.status, response.body, plugin_headers(response)) != (
         decision.status,
-        decision.body,
+        body,
         want,
     ):
         return f"the evaluator sends {explain.outcome(decision)} {want}, Envoy sent {got}"
@@ -317,7 +318,7 @@ def _run_cases(
             if envoy is not None:
                 run.envoy, run.reached_upstream = envoy.send(listener, protocol, case.request())
                 run.envoy_disagreement = envoy_agreement(
-                    decision, run.envoy, run.reached_upstream, envoy.upstream.token
+                    decision, run.envoy, run.reached_upstream, envoy.upstream.token, case.method
                 )
             runs.append(run)
         report.results.append(CaseResult(case, runs))
