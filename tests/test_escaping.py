@@ -113,6 +113,7 @@ def _info(policy_file: str) -> m.PluginInfo:
         policy_sha256="11" * 32,
         wasm_sha256="22" * 32,
         image_digest="sha256:" + "ab" * 32,
+        wasm=b"\0asm\1\0\0\0",
     )
 
 

@@ -12,6 +12,7 @@ import yaml
 
 from conftest import EXAMPLES, hdrpolicy
 from hdrpolicy import manifests as m
+from hdrpolicy.envoy import EnvoyError, Upstream
 from registry import crd_schema
 
 ISTIO_CRD = "istio-wasmplugin-crd.yaml"
@@ -23,6 +24,7 @@ INFO = m.PluginInfo(
     policy_sha256="11" * 32,
     wasm_sha256="22" * 32,
     image_digest=DIGEST,
+    wasm=b"\0asm\1\0\0\0",
 )
 OPTION_SETS = {
     "defaults": m.DeployOptions(),
@@ -116,16 +118,84 @@ def test_eg_defaults_to_the_quickstart_gateway() -> None:
     }
 
 
-def test_envoy_snippet_loads_the_local_file_with_v8() -> None:
-    text = m.render(INFO, m.DeployOptions())[m.ENVOY]
-    filters = load(text)["http_filters"]
+def _wasm_filter(config: dict[str, Any]) -> dict[str, Any]:
+    (listener,) = config["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (manager,) = chain["filters"]
+    filters = manager["typed_config"]["http_filters"]
     assert [f["name"] for f in filters] == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
-    config = filters[0]["typed_config"]
-    assert config["@type"] == "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-    vm = config["config"]["vm_config"]
+    typed: dict[str, Any] = filters[0]["typed_config"]
+    assert typed["@type"] == "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+    return typed
+
+
+def test_envoy_config_is_a_bootstrap_with_the_plugin_inline() -> None:
+    text = m.render(INFO, m.DeployOptions())[m.ENVOY]
+    config = load(text)
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    (listener,) = config["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 10000}
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["codec_type"] == "AUTO"
+    assert manager["normalize_path"] is manager["merge_slashes"] is True
+    assert manager["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    (route,) = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["direct_response"]["status"] == 200, "no upstream: a reply that says allowed"
+    assert "clusters" not in config["static_resources"]
+    vm = _wasm_filter(config)["config"]["vm_config"]
     assert vm["runtime"] == "envoy.wasm.runtime.v8"
-    assert vm["code"] == {"local": {"filename": "plugin.wasm"}}
+    assert vm["code"] == {"local": {"inline_bytes": "AGFzbQEAAAA="}}
     assert f"plugin.wasm sha256: {'22' * 32}" in text
+
+
+def test_envoy_config_options() -> None:
+    options = m.DeployOptions(
+        envoy_address="0.0.0.0",
+        envoy_port=8080,
+        upstream=Upstream.parse("http://backend.example:9000"),
+        wasm_path="/etc/envoy/plugin.wasm",
+        fail_open=True,
+    )
+    text = m.render(INFO, options)[m.ENVOY]
+    config = load(text)
+    (listener,) = config["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 8080}
+    (cluster,) = config["static_resources"]["clusters"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "backend.example",
+        "port_value": 9000,
+    }
+    assert cluster["type"] == "LOGICAL_DNS"
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (route,) = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["route"] == {"cluster": cluster["name"]}
+    wasm = _wasm_filter(config)["config"]
+    assert wasm["fail_open"] is True
+    assert wasm["vm_config"]["code"] == {"local": {"filename": "/etc/envoy/plugin.wasm"}}
+    assert "/etc/envoy/plugin.wasm" in text.split("admin:")[0], "the header says where"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"envoy_port": 70000}, "not between 0 and 65535"),
+        ({"envoy_address": "localhost"}, "not an IP address"),
+        ({"wasm_path": ""}, "path for envoy.yaml is empty"),
+    ],
+)
+def test_bad_envoy_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(m.ManifestError, match=message):
+        m.DeployOptions(**options)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://a.example", "a.example:80", "http://a.example/api", "http://a:b@c", "http://:1"],
+)
+def test_bad_upstreams_are_refused(url: str) -> None:
+    with pytest.raises(EnvoyError, match="not an upstream URL"):
+        Upstream.parse(url)
 
 
 @pytest.mark.parametrize("name", m.MANIFESTS)

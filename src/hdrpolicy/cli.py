@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from hdrpolicy import __version__, runner
+from hdrpolicy import __version__, envoy, runner
 from hdrpolicy import explain as explain_decision
 from hdrpolicy.analysis import analyse
 from hdrpolicy.build import BuildError
@@ -46,8 +46,8 @@ from hdrpolicy.policytests import load as load_tests
 from hdrpolicy.push import PushError, parse_reference, push_layout
 from hdrpolicy.redact import redact
 from hdrpolicy.runner import PolicyReport
-from hdrpolicy.runner import run as run_tests
 from hdrpolicy.sarif import render_sarif
+from hdrpolicy.serve import ServeOptions, serve
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
 app = typer.Typer(
@@ -300,6 +300,23 @@ def compile_command(
     analysis_budget_ms: Annotated[
         int, typer.Option(help="Time for the rule analysis's warnings; 0 turns it off.")
     ] = COMPILE_ANALYSIS_BUDGET_MS,
+    envoy_address: Annotated[
+        str, typer.Option(help="envoy.yaml: the listener's IP address.")
+    ] = envoy.DEFAULT_ADDRESS,
+    envoy_port: Annotated[int, typer.Option(help="envoy.yaml: the listener's port.")] = (
+        envoy.DEFAULT_PORT
+    ),
+    envoy_admin_port: Annotated[
+        int, typer.Option(help="envoy.yaml: the admin endpoint's port, on 127.0.0.1.")
+    ] = 9901,
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="envoy.yaml: the service, http://HOST[:PORT] (default: a 200 reply)."),
+    ] = None,
+    envoy_wasm_path: Annotated[
+        str | None,
+        typer.Option(help="envoy.yaml: load the plug-in from this path instead of inline."),
+    ] = None,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     if docker and push is None:
@@ -314,6 +331,11 @@ def compile_command(
             priority=priority,
             pull_secret=pull_secret,
             fail_open=fail_open,
+            wasm_path=envoy_wasm_path,
+            envoy_address=envoy_address,
+            envoy_port=envoy_port,
+            envoy_admin_port=envoy_admin_port,
+            upstream=envoy.Upstream.parse(upstream) if upstream else None,
         )
         if push is not None:
             parse_reference(push)  # a bad reference fails before the build, not after
@@ -326,7 +348,7 @@ def compile_command(
             deploy=deploy,
             progress=_progress,
         )
-    except (ManifestError, ImageError, PushError) as exc:
+    except (ManifestError, ImageError, PushError, envoy.EnvoyError) as exc:
         _err(f"error: {exc.message}")
         raise typer.Exit(FAILED) from None
     except OSError as exc:
@@ -487,6 +509,10 @@ def explain(
         typer.echo(explain_decision.render_text(checked.source, decision))
 
 
+class Proxy(StrEnum):
+    ENVOY = "envoy"
+
+
 @app.command(name="test")
 def test_command(
     policies: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
@@ -503,29 +529,39 @@ def test_command(
     toolchain: Annotated[
         ToolchainName, typer.Option(help="Which target's plug-in to run the cases on.")
     ] = ToolchainName.GO,
+    proxy: Annotated[
+        Proxy | None,
+        typer.Option(help="Also run every case through this proxy over HTTP/1.1 and HTTP/2."),
+    ] = None,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
     if tests is not None and len(policies) != 1:
         _err("error: --tests goes with exactly one policy")
         raise typer.Exit(FAILED)
-    reports: list[PolicyReport] = []
-    for policy in policies:
+    if proxy is Proxy.ENVOY:
+        try:
+            envoy.find_envoy()
+        except envoy.EnvoyMissing as exc:
+            _err(f"error: {exc.message}")
+            raise typer.Exit(FAILED) from None
+    unreadable: dict[int, PolicyReport] = {}
+    jobs = []
+    for i, policy in enumerate(policies):
         checked = _read_checked(policy)
         if checked is None:
             raise typer.Exit(FAILED)
         tests_file = tests or tests_path_for(policy)
         try:
-            loaded = load_tests(tests_file)
+            jobs.append((checked, load_tests(tests_file)))
         except OSError as exc:
-            report = PolicyReport(
-                checked, None, error=f"cannot read `{tests_file}`: {exc.strerror}"
-            )
-            reports.append(report)
-            continue
-        try:
-            reports.append(run_tests(checked, loaded, _progress, TOOLCHAINS[toolchain]))
-        except BuildError as exc:
-            reports.append(PolicyReport(checked, loaded, error=f"{exc.message}\n{exc.output}"))
+            error = f"cannot read `{tests_file}`: {exc.strerror}"
+            unreadable[i] = PolicyReport(checked, None, error=error)
+    try:
+        ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
+    except envoy.EnvoyError as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    reports = [unreadable.get(i) or next(ran) for i in range(len(policies))]
     for report in reports:
         if report.error:
             _err(f"error: {report.checked.source.path}: {report.error}")
@@ -545,6 +581,41 @@ def test_command(
         raise typer.Exit(FAILED)
     if not all(r.ok for r in reports):
         raise typer.Exit(FAILED)
+
+
+@app.command(name="run")
+def run_command(
+    policy: Annotated[Path, typer.Argument(help="The policy file (.hp).")],
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="The service behind Envoy, http://HOST[:PORT] (default: a 200 reply)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="The port to listen on (0: any free port).")] = (
+        envoy.DEFAULT_PORT
+    ),
+    address: Annotated[str, typer.Option(help="The IP address to listen on.")] = (
+        envoy.DEFAULT_ADDRESS
+    ),
+) -> None:
+    """Serve POLICY in a real Envoy in front of UPSTREAM until Ctrl-C."""
+    checked = _read_checked(policy)
+    if checked is None:
+        raise typer.Exit(FAILED)
+    if not checked.ok or checked.policy is None:
+        _print_diagnostics([checked], OutputFormat.TEXT)
+        raise typer.Exit(FAILED)
+    try:
+        options = ServeOptions(port, address, envoy.Upstream.parse(upstream) if upstream else None)
+        envoy.find_envoy()
+        serve(checked, options, typer.echo, _progress)
+    except envoy.EnvoyError as exc:
+        _err(f"error: {exc.message}")
+        raise typer.Exit(FAILED) from None
+    except BuildError as exc:
+        _err(f"error: {exc.message}")
+        if exc.output:
+            _err(exc.output)
+        raise typer.Exit(FAILED) from None
 
 
 def _version(value: bool) -> None:

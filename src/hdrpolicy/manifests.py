@@ -17,16 +17,19 @@ no timestamps, no absolute paths.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hdrpolicy.envoy import DEFAULT_ADDRESS, DEFAULT_PORT, Plugin, Upstream, bootstrap
 from hdrpolicy.escape import visible_line
 from hdrpolicy.files import write_atomically
 
@@ -101,8 +104,15 @@ class DeployOptions:
     priority: int | None = None
     pull_secret: str | None = None
     fail_open: bool = False
-    # Where envoy.yaml loads the plug-in from (relative to Envoy's working directory).
-    wasm_path: str = "plugin.wasm"
+    # envoy.yaml: where it loads the plug-in from (absolute, or relative to Envoy's
+    # working directory); None: the plug-in's bytes are inline, so it runs from anywhere.
+    wasm_path: str | None = None
+    # envoy.yaml: the listener, and the service behind it (None: a 200 saying "allowed").
+    envoy_address: str = DEFAULT_ADDRESS
+    envoy_port: int = DEFAULT_PORT
+    upstream: Upstream | None = None
+    # envoy.yaml: the admin endpoint's port, on 127.0.0.1 (9901 is Envoy's customary one).
+    envoy_admin_port: int = 9901
 
     def __post_init__(self) -> None:
         if self.selector is not None and self.target_ref is not None:
@@ -111,6 +121,17 @@ class DeployOptions:
             raise ManifestError("the selector is empty")
         if self.priority is not None and not -(2**31) <= self.priority < 2**31:
             raise ManifestError(f"priority `{self.priority}` is not a 32-bit integer")
+        for port in (self.envoy_port, self.envoy_admin_port):
+            if not 0 <= port < 2**16:
+                raise ManifestError(f"port `{port}` is not between 0 and 65535")
+        try:
+            ip_address(self.envoy_address)
+        except ValueError:
+            raise ManifestError(
+                f"`{self.envoy_address}` is not an IP address for Envoy's listener"
+            ) from None
+        if self.wasm_path == "":
+            raise ManifestError("the plug-in path for envoy.yaml is empty")
         # What the API server would refuse is refused here, with the option's name.
         if self.namespace is not None:
             _require(self.namespace, _DNS_LABEL, "--namespace")
@@ -165,19 +186,23 @@ class PluginInfo:
     image_digest: str
     # `registry/repository:tag` once pushed; None before.
     image_ref: str | None = None
+    # plugin.wasm itself, for envoy.yaml (unknown when pinning a pushed image).
+    wasm: bytes | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_files(
         cls, name: str, policy: Path, wasm: Path, image_digest: str, image_ref: str | None = None
     ) -> PluginInfo:
         """Hash the files; only the policy's file name is recorded, never its directory."""
+        code = wasm.read_bytes()
         return cls(
             name=name,
             policy_file=policy.name,
             policy_sha256=hashlib.sha256(policy.read_bytes()).hexdigest(),
-            wasm_sha256=hashlib.sha256(wasm.read_bytes()).hexdigest(),
+            wasm_sha256=hashlib.sha256(code).hexdigest(),
             image_digest=image_digest,
             image_ref=image_ref,
+            wasm=code,
         )
 
     @property
@@ -333,39 +358,45 @@ def envoyextensionpolicy(info: PluginInfo, options: DeployOptions) -> dict[str, 
     }
 
 
-def envoy_filters(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
-    """`http_filters` for a plain Envoy: the plug-in from a local file, then the router."""
-    return {
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.wasm",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": {
-                        "name": info.name,
-                        "fail_open": options.fail_open,
-                        "vm_config": {
-                            "vm_id": info.name,
-                            "runtime": "envoy.wasm.runtime.v8",
-                            "code": {"local": {"filename": options.wasm_path}},
-                        },
-                    },
-                },
-            },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
-        ]
-    }
+# Stands for the plug-in's base64 while the config is dumped: PyYAML's pure-Python
+# emitter takes seconds over 3 MB, and base64 needs no quoting beyond '…'.
+_INLINE = "@hdrpolicy-inline-wasm@"
 
 
-_ENVOY_NOTE = (
-    "# Paste into an http_connection_manager's config; Envoy has no sha256 check for\n"
-    "# local code, so compare `sha256sum plugin.wasm` with the line above.\n"
-)
+def envoy_bootstrap(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
+    """A complete Envoy config: the plug-in on a listener, in front of the upstream."""
+    if options.wasm_path is None and info.wasm is None:
+        raise ManifestError("envoy.yaml needs plugin.wasm's bytes, or a path to load it from")
+    plugin = Plugin(
+        name=info.name,
+        wasm=options.wasm_path or _INLINE,
+        inline=options.wasm_path is None,
+        address=options.envoy_address,
+        port=options.envoy_port,
+        fail_open=options.fail_open,
+    )
+    return bootstrap([plugin], options.upstream, admin_port=options.envoy_admin_port)
+
+
+def _envoy_text(info: PluginInfo, options: DeployOptions) -> str:
+    host = options.envoy_address
+    url = f"http://{f'[{host}]' if ':' in host else host}:{options.envoy_port}/"
+    note = [
+        "# A complete Envoy config: `envoy -c envoy.yaml`, from any directory, serves",
+        f"# {url} (HTTP/1.1 and h2c) under the policy;"
+        f" admin on 127.0.0.1:{options.envoy_admin_port}.",
+    ]
+    text = _dump(envoy_bootstrap(info, options))
+    if options.wasm_path is None:
+        assert info.wasm is not None
+        note.append("# The plug-in's bytes are inline (vm_config.code.local.inline_bytes).")
+        text = text.replace(_INLINE, base64.b64encode(info.wasm).decode("ascii"), 1)
+    else:
+        shown = yaml_comment_text(options.wasm_path)
+        note.append(f"# The plug-in is read from `{shown}` (a relative path is")
+        note.append("# relative to Envoy's working directory); Envoy has no sha256 check for")
+        note.append("# local code, so compare `sha256sum` of that file with the line above.")
+    return _header(info, "Envoy config") + "\n".join(note) + "\n" + text
 
 
 def render(info: PluginInfo, options: DeployOptions) -> dict[str, str]:
@@ -374,9 +405,7 @@ def render(info: PluginInfo, options: DeployOptions) -> dict[str, str]:
         WASMPLUGIN: _header(info, "Istio WasmPlugin") + _dump(wasmplugin(info, options)),
         ENVOY_EXTENSION_POLICY: _header(info, "Envoy Gateway EnvoyExtensionPolicy")
         + _dump(envoyextensionpolicy(info, options)),
-        ENVOY: _header(info, "Envoy HTTP filter config")
-        + _ENVOY_NOTE
-        + _dump(envoy_filters(info, options)),
+        ENVOY: _envoy_text(info, options),
     }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from hdrpolicy.codec import SentRequest
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -47,10 +48,9 @@ class Case:
     headers: tuple[tuple[str, str], ...]
     expect: Expectation
 
-    def host_headers(self) -> list[tuple[bytes, bytes]]:
-        """The request as the proxy hands it to the plug-in."""
-        pairs = [(":method", self.method), (":path", self.path), (":authority", self.host)]
-        return [(k.encode(), v.encode()) for k, v in [*pairs, *self.headers]]
+    def request(self) -> SentRequest:
+        """The request as the client sends it (what the plug-in sees depends on the protocol)."""
+        return SentRequest(self.method, self.path, self.host, self.headers)
 
 
 @dataclass

@@ -1,23 +1,33 @@
-"""`hdrpolicy test`: run a policy's test cases on the reference evaluator and on the
-compiled plugin.wasm in the SDK's host emulator, and report both.
+"""`hdrpolicy test`: run a policy's test cases on the reference evaluator, on the
+compiled plugin.wasm in the SDK's host emulator and, with `--proxy envoy`, through
+a real Envoy over HTTP/1.1 and HTTP/2, and report each.
 
-A case passes when the evaluator's decision meets the expectation and the
-plug-in sends exactly the evaluator's response.  A difference between the two
-is a compiler bug, and is reported as one.
+What a plug-in sees depends on the protocol (Envoy's codecs join, trim and
+rename headers: `codec.deliver`), so every case is evaluated per protocol, and
+its expectation must hold over both.  A case passes when the evaluator's
+decisions meet the expectation and the emulator and Envoy do exactly what the
+evaluator decided.  A difference between them is a compiler bug, and is
+reported as one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hdrpolicy import explain
-from hdrpolicy.build import Progress
+from hdrpolicy import clients, explain
+from hdrpolicy.build import BuildError, Progress
+from hdrpolicy.clients import Response
+from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.compiler import cached_wasm
 from hdrpolicy.diagnostics import Diagnostic
+from hdrpolicy.echo import TOKEN_HEADER, EchoServer
 from hdrpolicy.emit import emit
+from hdrpolicy.envoy import Envoy, Plugin, Upstream, bootstrap
 from hdrpolicy.evaluate import Decision, evaluate
 from hdrpolicy.host import HostResult, run_native, run_plugin
 from hdrpolicy.pipeline import Checked
@@ -29,21 +39,66 @@ NATIVE_NOTE = (
     "tinygo target: the plug-in's Go ran natively in the tetratelabs SDK's emulator; "
     "its wasm itself was not run"
 )
+PROTOCOLS = (Protocol.HTTP1, Protocol.HTTP2)
+PROTOCOL_NAMES = {Protocol.HTTP1: "HTTP/1.1", Protocol.HTTP2: "HTTP/2"}
+# Response headers Envoy adds to a plug-in's local reply; the rest are the plug-in's.
+ENVOY_REPLY_HEADERS = frozenset({"date", "server", "content-length", "connection"})
+
+
+@dataclass
+class Run:
+    """One case over one protocol: the evaluator's decision and what each runtime did."""
+
+    protocol: Protocol
+    decision: Decision
+    plugin: HostResult | None = None
+    # Envoy's response (None: not run through Envoy), and whether the upstream got the request.
+    envoy: Response | None = None
+    reached_upstream: bool = False
+    # Why the evaluator's decision does not meet the expectation, if it does not.
+    mismatch: str | None = None
+    # How the emulator's / Envoy's response differs from the evaluator's, if it does.
+    plugin_disagreement: str | None = None
+    envoy_disagreement: str | None = None
+
+    @property
+    def disagreement(self) -> str | None:
+        found = [
+            f"{who}: {why}"
+            for who, why in (
+                ("emulator", self.plugin_disagreement),
+                (f"envoy {self.protocol.value}", self.envoy_disagreement),
+            )
+            if why
+        ]
+        return "; ".join(found) or None
 
 
 @dataclass
 class CaseResult:
     case: Case
-    decision: Decision
-    plugin: HostResult | None
-    # Why the evaluator's decision does not meet the expectation, if it does not.
-    mismatch: str | None = None
-    # How the plug-in's response differs from the evaluator's, if it does.
-    disagreement: str | None = None
+    runs: list[Run]
 
     @property
     def passed(self) -> bool:
-        return self.mismatch is None and self.disagreement is None
+        return all(r.mismatch is None and r.disagreement is None for r in self.runs)
+
+    @property
+    def shown(self) -> Run:
+        """The run a report shows in detail: the first that failed, else HTTP/1.1's."""
+        return next((r for r in self.runs if r.mismatch or r.disagreement), self.runs[0])
+
+    @property
+    def decision(self) -> Decision:
+        return self.shown.decision
+
+    @property
+    def mismatch(self) -> str | None:
+        return self.shown.mismatch
+
+    @property
+    def disagreement(self) -> str | None:
+        return "; ".join(r.disagreement for r in self.runs if r.disagreement) or None
 
 
 @dataclass
@@ -56,6 +111,8 @@ class PolicyReport:
     error: str | None = None
     # How the plug-in was run, when it was not the compiled wasm.
     note: str | None = None
+    # What ran each case, e.g. ["evaluator", "emulator", "envoy-h1", "envoy-h2"].
+    runtimes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -101,43 +158,201 @@ def agreement(decision: Decision, plugin: HostResult) -> str | None:
     return None
 
 
+def describe_response(response: Response, reached_upstream: bool) -> str:
+    if response.error is not None:
+        return response.error
+    if reached_upstream:
+        return f"allow ({response.status} from the upstream)"
+    headers = "".join(f", {k}: {v}" for k, v in plugin_headers(response))
+    return f"deny {response.status} {response.body!r}{headers}"
+
+
+def plugin_headers(response: Response) -> list[tuple[str, str]]:
+    """The headers of a local reply that are the plug-in's, not Envoy's own."""
+    return sorted((k, v) for k, v in response.headers if k not in ENVOY_REPLY_HEADERS)
+
+
+def envoy_agreement(
+    decision: Decision, response: Response, reached_upstream: bool, token: str, method: str = "GET"
+) -> str | None:
+    """None if Envoy did exactly what the evaluator decided.
+
+    Allowed means the request reached the upstream and its answer came back
+    (it carries the upstream's token); denied means the upstream never saw it
+    and the client got exactly the status, body (none for HEAD) and headers decided.
+    """
+    got = describe_response(response, reached_upstream)
+    from_upstream = reached_upstream and response.header(TOKEN_HEADER) == token
+    if decision.allowed:
+        return None if from_upstream else f"the evaluator allows, Envoy sent {got}"
+    if response.error is not None or reached_upstream:
+        return f"the evaluator denies {decision.status}, Envoy sent {got}"
+    want = sorted((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in decision.headers)
+    body = b"" if method == "HEAD" else decision.body
+    if (response.status, response.body, plugin_headers(response)) != (
+        decision.status,
+        body,
+        want,
+    ):
+        return f"the evaluator sends {explain.outcome(decision)} {want}, Envoy sent {got}"
+    return None
+
+
+# -- running --------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    report: PolicyReport
+    wasm: Path | None = None
+
+
+class EnvoyProxy:
+    """One Envoy for a whole run: a listener per policy, all in front of one echo upstream.
+
+    Paths are left as Envoy's connection manager leaves them by default (no
+    normalisation), so the plug-in sees what `codec.deliver` models and must
+    hold the line on its own.
+    """
+
+    def __init__(self, envoy: Envoy, upstream: EchoServer) -> None:
+        self.envoy = envoy
+        self.upstream = upstream
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, wasms: dict[str, Path], progress: Progress) -> Iterator[EnvoyProxy]:
+        plugins = [Plugin(name, str(w), port=0, normalise_paths=False) for name, w in wasms.items()]
+        with EchoServer() as upstream:
+            progress(f"starting Envoy with {len(plugins)} plug-in(s)")
+            config = bootstrap(plugins, Upstream("127.0.0.1", upstream.port))
+            with Envoy.start(config) as envoy:
+                yield cls(envoy, upstream)
+
+    def send(
+        self, listener: str, protocol: Protocol, request: SentRequest
+    ) -> tuple[Response, bool]:
+        """Envoy's response, and whether the upstream received the request."""
+        self.upstream.take()
+        response = clients.send(protocol, self.envoy.ports[listener], request)
+        return response, bool(self.upstream.take())
+
+
+def run_all(
+    jobs: list[tuple[Checked, TestFile]],
+    progress: Progress = lambda _: None,
+    toolchain: Toolchain = GO,
+    proxy: bool = False,
+) -> list[PolicyReport]:
+    """Run every policy's cases; with `proxy`, also through one real Envoy for all policies.
+
+    Raises EnvoyError if Envoy is missing or does not start.
+    """
+    prepared = [_prepare(checked, tests, progress, toolchain, proxy) for checked, tests in jobs]
+    runnable = [job for job in prepared if job.report.error is None and not job.report.diagnostics]
+    if not proxy or not runnable:
+        for job in runnable:
+            _run(job, progress, toolchain, None, "")
+        return [job.report for job in prepared]
+
+    listeners = {f"p{i}": job for i, job in enumerate(runnable)}
+    wasms = {name: job.wasm for name, job in listeners.items() if job.wasm is not None}
+    with EnvoyProxy.started(wasms, progress) as envoy:
+        for name, job in listeners.items():
+            _run(job, progress, toolchain, envoy, name)
+    return [job.report for job in prepared]
+
+
+def _prepare(
+    checked: Checked, tests: TestFile, progress: Progress, toolchain: Toolchain, proxy: bool
+) -> _Job:
+    job = _Job(PolicyReport(checked, tests))
+    if not checked.ok or checked.policy is None:
+        job.report.diagnostics = list(checked.diagnostics)
+    elif tests.diagnostics:
+        job.report.diagnostics = list(tests.diagnostics)
+    elif toolchain.name is not ToolchainName.TINYGO or proxy:
+        try:
+            job.wasm = cached_wasm(checked, toolchain, progress)
+        except BuildError as exc:
+            job.report.error = f"{exc.message}\n{exc.output}" if exc.output else exc.message
+    return job
+
+
+def _run(
+    job: _Job, progress: Progress, toolchain: Toolchain, envoy: EnvoyProxy | None, listener: str
+) -> None:
+    """Every case over every protocol, on the evaluator, the emulator (one VM) and Envoy."""
+    try:
+        _run_cases(job, progress, toolchain, envoy, listener)
+    except BuildError as exc:
+        job.report.error = f"{exc.message}\n{exc.output}" if exc.output else exc.message
+
+
+def _run_cases(
+    job: _Job, progress: Progress, toolchain: Toolchain, envoy: EnvoyProxy | None, listener: str
+) -> None:
+    report = job.report
+    checked, tests = report.checked, report.tests
+    assert checked.policy is not None and tests is not None
+    policy = checked.policy
+    delivered = [deliver(p, case.request()) for case in tests.cases for p in PROTOCOLS]
+    if toolchain.name is ToolchainName.TINYGO:
+        module = emit(policy, checked.source, Path(checked.source.path).name, toolchain)
+        plugin = run_native(module, delivered, progress)
+        report.note = NATIVE_NOTE
+    else:
+        assert job.wasm is not None
+        plugin = run_plugin(job.wasm, delivered, progress)
+    report.runtimes = ["evaluator", "emulator"]
+    if envoy is not None:
+        report.runtimes += [f"envoy-{p.value}" for p in PROTOCOLS]
+    results = iter(zip(delivered, plugin, strict=True))
+    for case in tests.cases:
+        runs = []
+        for protocol in PROTOCOLS:
+            headers, result = next(results)
+            decision = evaluate(policy, headers)
+            run = Run(protocol, decision, result, mismatch=meets(decision, case.expect))
+            run.plugin_disagreement = agreement(decision, result)
+            if envoy is not None:
+                run.envoy, run.reached_upstream = envoy.send(listener, protocol, case.request())
+                run.envoy_disagreement = envoy_agreement(
+                    decision, run.envoy, run.reached_upstream, envoy.upstream.token, case.method
+                )
+            runs.append(run)
+        report.results.append(CaseResult(case, runs))
+
+
 def run(
     checked: Checked,
     tests: TestFile,
     progress: Progress = lambda _: None,
     toolchain: Toolchain = GO,
+    proxy: bool = False,
 ) -> PolicyReport:
-    """Run every case on the evaluator and on the compiled plug-in (one VM for all).
-
-    The `go` target runs the compiled plugin.wasm in the SDK's wasm emulator;
-    the `tinygo` target's Go runs natively (its wasm needs TinyGo).
-    """
-    report = PolicyReport(checked, tests)
-    if not checked.ok or checked.policy is None:
-        report.diagnostics = list(checked.diagnostics)
-        return report
-    if tests.diagnostics:
-        report.diagnostics = list(tests.diagnostics)
-        return report
-    policy = checked.policy
-    requests = [case.host_headers() for case in tests.cases]
-    decisions = [evaluate(policy, request) for request in requests]
-    if toolchain.name is ToolchainName.TINYGO:
-        module = emit(policy, checked.source, Path(checked.source.path).name, toolchain)
-        plugin = run_native(module, requests, progress)
-        report.note = NATIVE_NOTE
-    else:
-        plugin = run_plugin(cached_wasm(checked, toolchain, progress), requests, progress)
-    for case, decision, result in zip(tests.cases, decisions, plugin, strict=True):
-        report.results.append(
-            CaseResult(
-                case, decision, result, meets(decision, case.expect), agreement(decision, result)
-            )
-        )
-    return report
+    """One policy's cases (see `run_all`)."""
+    return run_all([(checked, tests)], progress, toolchain, proxy)[0]
 
 
 # -- rendering ----------------------------------------------------------------
+
+
+def _outcomes(r: CaseResult) -> list[tuple[str, str]]:
+    """(runtime, what it did over each protocol) for every runtime that ran the case."""
+
+    def per_protocol(show: Callable[[Run], str]) -> str:
+        return "; ".join(f"{x.protocol.value}: {show(x)}" for x in r.runs)
+
+    rows = [("evaluator", per_protocol(lambda x: explain.outcome(x.decision)))]
+    if all(x.plugin is not None for x in r.runs):
+        rows.append(("emulator", per_protocol(lambda x: x.plugin_disagreement or "agrees")))
+    rows.extend(
+        (f"envoy-{x.protocol.value}", describe_response(x.envoy, x.reached_upstream))
+        for x in r.runs
+        if x.envoy is not None
+    )
+    return rows
 
 
 def render_text(reports: list[PolicyReport]) -> str:
@@ -146,16 +361,21 @@ def render_text(reports: list[PolicyReport]) -> str:
         source = report.checked.source
         if report.note:
             lines.append(f"note: {source.path}: {report.note}")
+        ran = f"  [{', '.join(report.runtimes)}]" if len(report.runtimes) > 2 else ""
         for r in report.results:
             where = f"{report.tests.source.path}:{r.case.line}" if report.tests else ""
             if r.passed:
-                lines.append(f"PASS  {source.path}: {r.case.name}")
+                lines.append(f"PASS  {source.path}: {r.case.name}{ran}")
                 continue
             lines.append(f"FAIL  {source.path}: {r.case.name}  ({where})")
             lines.append(f"  expected: {r.case.expect.describe()}")
-            lines.append(f"  actual:   {explain.outcome(r.decision)}")
+            lines.append(
+                f"  actual:   {explain.outcome(r.decision)}  (over {r.shown.protocol.value})"
+            )
             if r.mismatch:
                 lines.append(f"  why:      {r.mismatch}")
+            for who, what in _outcomes(r):
+                lines.append(f"  {who + ':':<12} {what}")
             if r.disagreement:
                 lines.append(f"  {COMPILER_BUG}: {r.disagreement}")
             lines.append("  trace:")
@@ -174,6 +394,7 @@ def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
                 "tests": report.tests.source.path if report.tests else None,
                 "error": report.error,
                 "note": report.note,
+                "runtimes": report.runtimes,
                 "cases": [
                     {
                         "name": r.case.name,
@@ -183,6 +404,7 @@ def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
                         "actual": explain.outcome(r.decision),
                         "mismatch": r.mismatch,
                         "compiler_bug": r.disagreement,
+                        "runs": [_run_json(x) for x in r.runs],
                         "explain": explain.to_json(report.checked.source, r.decision),
                     }
                     for r in report.results
@@ -192,6 +414,17 @@ def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
         ],
         "passed": sum(len(r.results) - r.failed for r in reports),
         "failed": sum(r.failed for r in reports),
+    }
+
+
+def _run_json(x: Run) -> dict[str, Any]:
+    return {
+        "protocol": x.protocol.value,
+        "evaluator": explain.outcome(x.decision),
+        "mismatch": x.mismatch,
+        "emulator": None if x.plugin is None else (x.plugin_disagreement or "agrees"),
+        "envoy": None if x.envoy is None else describe_response(x.envoy, x.reached_upstream),
+        "envoy_disagreement": x.envoy_disagreement,
     }
 
 
