@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from hdrpolicy.build import find_go
-from hdrpolicy.checker import go_regex_error
+from hdrpolicy.goregexp import go_regex_error
 
 PATTERNS = [
     "^curl/",
@@ -63,6 +63,39 @@ PATTERNS = [
     "()",
     r"\.",
     "a|*",
+    # Go's limits (regexp/syntax/parse.go): RE2's smaller memory limit must not
+    # refuse what Go takes, and Go's nesting and size limits must be found.
+    r"\pL{1000}",
+    r"[\p{L}\p{N}]{1000}",
+    r"(\pL{100}){10}",
+    "(a{1000}){2}",
+    "(a{10}){100}",
+    "(a{10}){101}",
+    "(" * 998 + "a" + ")" * 998,
+    "(" * 999 + "a" + ")" * 999,
+    "(" * 1000 + "a" + ")" * 1000,
+    "(?:" * 1000 + "a" + ")" * 1000,
+    "(?:" * 600 + "(" * 500 + "a" + ")" * 1100,
+    "(" * 500 + "a*" + ")" * 500,
+    "(" * 499 + "a*" + ")" * 499,
+    "(" * 499 + "ab" + ")" * 499,
+    "(" * 499 + "a|b" + ")" * 499,
+    "(" * 499 + "ab|cd" + ")" * 499,
+    "(" * 498 + "ab|cd" + ")" * 498,
+    "(" + "a" * 3353 + "){1000}",
+    "(" + "a" * 3354 + "){1000}",
+    "(" + "a" * 3355 + "){1000}",
+    "(?:" + "a" * 3355 + "){1000}",
+    "(?:" + "a" * 3356 + "){1000}",
+    "(?:a*" + "b" * 3353 + "){1000}",
+    "(?:a*" + "b" * 3354 + "){1000}",
+    "(?:" + "[ab]" * 3355 + "){1000}",
+    "(?:" + "[ab]" * 3356 + "){1000}",
+    "(?:" + "a|" * 1100 + "b){1000}",
+    "(?:" + "ab|" * 1100 + "cd){1000}",
+    "(?:(?:a{1000}){1}x){1}",
+    "|".join(f"w{i}" for i in range(2000)),
+    r"\pL" * 10000,
 ]
 
 _PROGRAM = """package main
