@@ -16,7 +16,7 @@ from typing import Any
 from hdrpolicy import explain
 from hdrpolicy.build import Progress
 from hdrpolicy.compiler import cached_wasm
-from hdrpolicy.diagnostics import Diagnostic
+from hdrpolicy.diagnostics import Diagnostic, visible
 from hdrpolicy.emit import emit
 from hdrpolicy.evaluate import Decision, evaluate
 from hdrpolicy.host import HostResult, run_native, run_plugin
@@ -163,7 +163,8 @@ def render_text(reports: list[PolicyReport]) -> str:
     passed = sum(len(r.results) - r.failed for r in reports)
     failed = sum(r.failed for r in reports)
     lines.append(f"{passed} passed, {failed} failed")
-    return "\n".join(lines)
+    # Names, bodies and values come from the policy, its tests and the plug-in.
+    return "\n".join(visible(line) for line in lines)
 
 
 def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
