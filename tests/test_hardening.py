@@ -245,3 +245,14 @@ def test_comparisons_are_listed_iteratively() -> None:
     cond = check_source(Source("p.hp", REPRODUCERS["490-or-terms"]), "p")
     assert cond.policy is not None and cond.policy.rules[0].condition is not None
     assert len(ir.comparisons(cond.policy.rules[0].condition)) == 490
+
+
+def test_a_file_of_tens_of_thousands_of_rules_is_refused_before_parsing() -> None:
+    text = "".join(f'allow when path == "/{i}"\n' for i in range(40_000))
+    text = text[: text.rfind("\n", 0, limits.MAX_SOURCE_CHARS) + 1]
+    started = time.monotonic()
+    [d] = check_source(Source("p.hp", text), "p").diagnostics
+    elapsed = time.monotonic() - started
+    assert d.code == "HP105" and "5,000 rules" in d.message
+    assert (d.span.line, d.span.column, d.span.end_column) == (limits.MAX_RULES + 1, 1, 6)
+    assert elapsed < 10, f"{elapsed:.1f} s (24 s when the whole file was parsed first)"

@@ -7,6 +7,7 @@ file with several mistakes reports all of them.
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import cache
 from importlib import resources
@@ -22,7 +23,7 @@ from lark import (
 )
 
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, did_you_mean
-from hdrpolicy.limits import MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
+from hdrpolicy.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
 
 # What each terminal is called in an error message.
 TERMINAL_WORDS: dict[str, str] = {
@@ -136,6 +137,9 @@ def parse(source: Source) -> tuple[Tree[Token] | None, list[Diagnostic]]:
     text = source.text
     if len(text) > MAX_SOURCE_CHARS:
         return None, [_too_large(source)]
+    too_many = _too_many_rules(source)
+    if too_many is not None:
+        return None, [too_many]
     diagnostics = _misleading_characters(source)
     text = _MISLEADING.sub(" ", text)
     base = 0
@@ -163,6 +167,29 @@ def _too_large(source: Source) -> Diagnostic:
         f"the file is longer than hdrpolicy's limit of {describe(MAX_SOURCE_CHARS)} characters",
         source.span(MAX_SOURCE_CHARS, MAX_SOURCE_CHARS + 1),
         help="split the policy: one plug-in per policy file",
+    )
+
+
+# Strings and comments are skipped; every rule has one `deny` or `allow`.
+_RULE_KEYWORDS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\b(deny|allow)\b')
+
+
+def _too_many_rules(source: Source) -> Diagnostic | None:
+    """Refuse a file with far too many rules before parsing it (which would take long).
+
+    Counting keywords, `default deny` included: beyond the limit plus one, the
+    keyword at the limit is a rule beyond it (the checker counts exactly).
+    """
+    keywords = (m for m in _RULE_KEYWORDS.finditer(source.text) if m.group(1) is not None)
+    beyond = list(itertools.islice(keywords, MAX_RULES, MAX_RULES + 2))
+    if len(beyond) < 2:
+        return None
+    return Diagnostic(
+        "HP105",
+        Severity.ERROR,
+        f"more than hdrpolicy's limit of {describe(MAX_RULES)} rules in one policy",
+        source.span(beyond[0].start(), beyond[0].end()),
+        help="split the policy into several plug-ins",
     )
 
 
