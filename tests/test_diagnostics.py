@@ -70,9 +70,12 @@ def _codes_in_use() -> set[str]:
             for const in ast.walk(node)
         }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if id(node) not in skipped:
-                    found.update(re.findall(r"\bHP\d{3}\b", node.value))
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in skipped
+            ):
+                found.update(re.findall(r"\bHP\d{3}\b", node.value))
     return found
 
 

@@ -85,7 +85,7 @@ def test_deep_and_long_input_never_crashes(name: str, tmp_path: Path) -> None:
         ("490-stacked-not", False, len("deny 403 when ") + 4 * 100 + 1),
         ("5000-stacked-not", False, len("deny 403 when ") + 4 * 100 + 1),
         # (its span is the group around it: from the `(` before it)
-            ("300-nested-not", False, len("deny 403 when ") + 5 * 100),
+        ("300-nested-not", False, len("deny 403 when ") + 5 * 100),
     ],
 )
 def test_limits_are_located_and_named(name: str, ok: bool, column: int | None) -> None:
