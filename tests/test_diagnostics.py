@@ -5,12 +5,15 @@ Regenerate with `python tests/test_diagnostics.py` (then read the diff).
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from hdrpolicy.diagnostics import Severity, render_text
+import hdrpolicy
+from hdrpolicy.diagnostics import CODES, Severity, render_text
 from hdrpolicy.pipeline import check_file
 
 CASES_DIR = Path(__file__).parent / "diagnostics"
@@ -50,6 +53,36 @@ def test_all_findings_of_a_file_are_collected() -> None:
     assert [d.span.column for d in checked.diagnostics] == sorted(
         d.span.column for d in checked.diagnostics
     )
+
+
+def _codes_in_use() -> set[str]:
+    """Every `HPnnn` string constant in the package, but those that define the table
+    (`CODES = {...}`) or are compared against (`code < "HP400"`)."""
+    package = Path(hdrpolicy.__file__).parent
+    found: set[str] = set()
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        skipped = {
+            id(const)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Compare)
+            or (isinstance(node, ast.AnnAssign) and ast.unparse(node.target) == "CODES")
+            for const in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in skipped
+            ):
+                found.update(re.findall(r"\bHP\d{3}\b", node.value))
+    return found
+
+
+def test_every_code_in_use_is_in_codes_and_the_readme_and_no_other() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| (HP\d{3}) \|", readme, re.MULTILINE))
+    assert _codes_in_use() == set(CODES) == documented
 
 
 if __name__ == "__main__":

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import re
 
-import re2
-
 from hdrpolicy import ir
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
+from hdrpolicy.goregexp import go_regex_error
+from hdrpolicy.limits import (
+    MAX_COMPARISONS,
+    MAX_CONDITION_DEPTH,
+    MAX_PATTERN_CHARS,
+    MAX_RULES,
+    describe,
+)
 from hdrpolicy.lower import PolicyParts
 from hdrpolicy.printer import policy_string
 
@@ -24,27 +30,6 @@ _POLICY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PROXY_SET_HEADERS = {"content-length", "transfer-encoding"}
 _PSEUDO_SUBJECTS = {":path": "path", ":method": "method", ":authority": "host", "host": "host"}
-
-
-def _re2_options() -> object:
-    options = re2.Options()
-    options.log_errors = False
-    return options
-
-
-def go_regex_error(pattern: str) -> str | None:
-    """Why Go's `regexp` would reject `pattern`, or None.
-
-    Go's syntax is RE2's; RE2 additionally accepts `\\C` (any byte), which Go rejects.
-    """
-    if re.search(r"(?<!\\)(\\\\)*\\C", pattern):
-        return "invalid escape sequence: `\\C`"
-    try:
-        re2.compile(pattern, _re2_options())
-    except re2.error as exc:
-        detail = exc.args[0]
-        return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
-    return None
 
 
 class _Checker:
@@ -79,6 +64,13 @@ class _Checker:
         for extra in parts.defaults[1:]:
             self.error("HP206", "duplicate `default`", extra.span, help="keep a single `default`")
         self._unreachable(parts)
+        if len(parts.rules) > MAX_RULES:
+            self.error(
+                "HP105",
+                f"more than hdrpolicy's limit of {describe(MAX_RULES)} rules in one policy",
+                parts.rules[MAX_RULES].span,
+                help="split the policy into several plug-ins",
+            )
         for rule in parts.rules:
             self.rule(rule)
         for response in parts.defaults:
@@ -135,8 +127,30 @@ class _Checker:
         if rule.response is not None:
             self.response(rule.response)
         if rule.condition is not None:
+            self.condition_size(rule.condition)
             for cmp in ir.comparisons(rule.condition):
                 self.compare(cmp)
+
+    def condition_size(self, cond: ir.Condition) -> None:
+        """Refuse a condition beyond the limits every later stage is built for."""
+        too_deep = ir.nested_beyond(cond, MAX_CONDITION_DEPTH)
+        if too_deep is not None:
+            self.error(
+                "HP105",
+                f"`not`, `and` and `or` nest deeper than hdrpolicy's limit of "
+                f"{MAX_CONDITION_DEPTH} levels",
+                too_deep.span,
+                help="simplify the condition (`not not x` is `x`), or split the rule",
+            )
+        compares = ir.comparisons(cond)
+        if len(compares) > MAX_COMPARISONS:
+            self.error(
+                "HP105",
+                f"more than hdrpolicy's limit of {describe(MAX_COMPARISONS)} comparisons "
+                "in one condition",
+                compares[MAX_COMPARISONS].span,
+                help="use `in [...]` for many values of one subject, or split the rule",
+            )
 
     def response(self, response: ir.Response) -> None:
         if not MIN_STATUS <= response.status <= MAX_STATUS:
@@ -189,6 +203,15 @@ class _Checker:
                     help="start the pattern with `(?i)` instead",
                 )
             for lit in cmp.values:
+                if len(lit.value) > MAX_PATTERN_CHARS:
+                    self.error(
+                        "HP105",
+                        f"the pattern is longer than hdrpolicy's limit of "
+                        f"{describe(MAX_PATTERN_CHARS)} characters",
+                        lit.span,
+                        help="match a shorter pattern, or split it over several rules",
+                    )
+                    continue
                 reason = go_regex_error(lit.value)
                 if reason is not None:
                     self.error(

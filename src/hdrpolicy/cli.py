@@ -492,16 +492,19 @@ def explain(
         _print_diagnostics([checked], OutputFormat.TEXT)
         raise typer.Exit(FAILED)
     pairs: list[tuple[bytes, bytes]] = [
-        (b":method", method.encode()),
-        (b":path", path.encode()),
-        (b":authority", host.encode()),
+        (b":method", method.encode("utf-8", "surrogateescape")),
+        (b":path", path.encode("utf-8", "surrogateescape")),
+        (b":authority", host.encode("utf-8", "surrogateescape")),
     ]
     for item in header or []:
         name, sep, value = item.partition("=")
         if not sep or not name:
             _err(f"error: `--header {item}` is not NAME=VALUE")
             raise typer.Exit(FAILED)
-        pairs.append((name.encode(), value.encode()))
+        # A byte the terminal passed that is not UTF-8 is sent as that byte.
+        pairs.append(
+            (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+        )
     decision = evaluate(checked.policy, pairs)
     if output_format is OutputFormat.JSON:
         typer.echo(json.dumps(explain_decision.to_json(checked.source, decision), indent=2))

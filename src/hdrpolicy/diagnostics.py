@@ -6,7 +6,9 @@ return them next to their result.  Only the CLI renders them.
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -42,6 +44,8 @@ CODES: dict[str, str] = {
     "HP101": "syntax error",
     "HP102": "invalid string escape",
     "HP103": "source is not valid UTF-8",
+    "HP104": "a character that displays differently from how it reads",
+    "HP105": "beyond hdrpolicy's limits",
     "HP201": "invalid header name",
     "HP202": "invalid header value",
     "HP203": "status out of range",
@@ -85,13 +89,33 @@ class Diagnostic:
     notes: tuple[str, ...] = ()
 
 
+# What ends a line.  CR, CRLF and LF are all line breaks (as `cat`, editors and
+# git show them): the reader turns them into LF, so the lexer, line numbers and
+# `fmt` see one convention.
+_LINE_BREAKS = re.compile(r"\r\n?")
+
+
 @dataclass
 class Source:
-    """A policy file's text and the path it is shown under."""
+    """A policy file's text (line breaks as LF) and the path it is shown under.
+
+    `original` is the text as read; `newline` is the file's own line break
+    (`\\r\\n` when every line ends so), which `fmt` keeps.
+    """
 
     path: str
     text: str
+    original: str = field(default="", init=False, repr=False)
+    newline: str = field(default="\n", init=False, repr=False)
     _line_starts: list[int] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.original = self.text
+        if "\r" in self.text:
+            crlf = self.text.count("\r\n")
+            if crlf and crlf == self.text.count("\n") == self.text.count("\r"):
+                self.newline = "\r\n"
+            self.text = _LINE_BREAKS.sub("\n", self.text)
 
     @classmethod
     def read(cls, path: Path) -> tuple[Source, list[Diagnostic]]:
@@ -102,7 +126,7 @@ class Source:
         except UnicodeDecodeError as exc:
             text = raw.decode("utf-8", errors="replace")
             src = cls(str(path), text)
-            prefix = raw[: exc.start].decode("utf-8", errors="replace")
+            prefix = _LINE_BREAKS.sub("\n", raw[: exc.start].decode("utf-8", errors="replace"))
             pos = len(prefix)
             return src, [
                 Diagnostic(
@@ -117,21 +141,15 @@ class Source:
     def _starts(self) -> list[int]:
         if not self._line_starts:
             starts = [0]
-            starts.extend(i + 1 for i, ch in enumerate(self.text) if ch == "\n")
+            starts.extend(m.end() for m in re.finditer("\n", self.text))
             self._line_starts = starts
         return self._line_starts
 
     def position(self, offset: int) -> tuple[int, int]:
         """1-based (line, column) of a character offset."""
         starts = self._starts()
-        lo, hi = 0, len(starts) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if starts[mid] <= offset:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo + 1, offset - starts[lo] + 1
+        index = bisect.bisect_right(starts, offset) - 1
+        return index + 1, offset - starts[index] + 1
 
     def span(self, start: int, end: int) -> Span:
         line, column = self.position(start)
@@ -151,7 +169,7 @@ class Source:
             return ""
         begin = starts[line - 1]
         end = self.text.find("\n", begin)
-        return self.text[begin : end if end >= 0 else len(self.text)].rstrip("\r")
+        return self.text[begin : end if end >= 0 else len(self.text)]
 
 
 def sort_key(d: Diagnostic) -> tuple[int, int, str]:
@@ -162,21 +180,41 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.severity is Severity.ERROR for d in diagnostics)
 
 
+def visible(text: str) -> str:
+    """`text` safe to print: control and other invisible characters as `\\uXXXX`.
+
+    What a policy or a request holds (ESC, CR, U+2028, bidi overrides) must not
+    drive the terminal or fake lines; a tab shows as one space.
+    """
+    if text.isprintable():
+        return text
+    return "".join(_visible_char(ch) for ch in text)
+
+
+def _visible_char(ch: str) -> str:
+    if ch.isprintable():
+        return ch
+    if ch == "\t":
+        return " "
+    code = ord(ch)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
 def render_text(source: Source, d: Diagnostic) -> str:
     """`file:line:col: error[CODE]: message`, the source line, a caret, help."""
     head = f"{source.path}:{d.span.line}:{d.span.column}: {d.severity.value}[{d.code}]: {d.message}"
-    line = source.line_text(d.span.line).expandtabs(1)
+    line = source.line_text(d.span.line)
+    before = visible(line[: d.span.column - 1])
+    if d.span.end_line == d.span.line:
+        under = visible(line[d.span.column - 1 : d.span.end_column - 1])
+    else:
+        under = visible(line[d.span.column - 1 :])
     gutter = f"{d.span.line} | "
-    width = (
-        d.span.end_column - d.span.column
-        if d.span.end_line == d.span.line
-        else len(line) - d.span.column + 1
-    )
-    caret = " " * (len(gutter) + d.span.column - 1) + "^" * max(1, width)
-    out = [head, gutter + line, caret]
-    out.extend(f"  = note: {n}" for n in d.notes)
+    caret = " " * (len(gutter) + len(before)) + "^" * max(1, len(under))
+    out = [visible(head), gutter + visible(line), caret]
+    out.extend(f"  = note: {visible(n)}" for n in d.notes)
     if d.help:
-        out.append(f"  = help: {d.help}")
+        out.append(f"  = help: {visible(d.help)}")
     return "\n".join(out)
 
 
@@ -202,11 +240,14 @@ def render_json(items: list[tuple[Source, Diagnostic]]) -> str:
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate by edit distance, if it is close enough to be a typo."""
     best: tuple[int, str] | None = None
+    limit = max(1, len(word) // 3)
     for cand in candidates:
+        if abs(len(cand) - len(word)) > limit:
+            continue  # too far apart in length to be a typo (and a huge word stays cheap)
         dist = _edit_distance(word.lower(), cand.lower())
         if best is None or dist < best[0]:
             best = (dist, cand)
-    if best is not None and best[0] <= max(1, len(word) // 3):
+    if best is not None and best[0] <= limit:
         return best[1]
     return None
 

@@ -65,6 +65,8 @@ def _strip_port(host: bytes) -> bytes:
 def _regex(pattern: str) -> re2._Regexp:
     options = re2.Options()
     options.log_errors = False
+    # Go's `regexp` takes patterns past RE2's default 8 MB (`\\pL{1000}`): so must we.
+    options.max_mem = 1 << 31
     return re2.compile(pattern, options)
 
 

@@ -5,19 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from hdrpolicy import ir
-from hdrpolicy.diagnostics import Source
+from hdrpolicy.diagnostics import Source, visible
 from hdrpolicy.evaluate import CompareTrace, Decision, RuleTrace
 
 
 def _show(value: bytes | None) -> str:
+    """A value in double quotes, safe to print: `\\"`, `\\\\`, a byte that is not
+    UTF-8 as `\\xHH`, control and invisible characters as `\\uXXXX`."""
     if value is None:
         return "missing"
-    text = value.decode("utf-8", "backslashreplace")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join(_show_char(ch) for ch in value.decode("utf-8", "surrogateescape")) + '"'
+
+
+def _show_char(ch: str) -> str:
+    if ch in '"\\':
+        return "\\" + ch
+    if "\udc80" <= ch <= "\udcff":
+        return f"\\x{ord(ch) - 0xDC00:02x}"
+    if ch == "\t":
+        return "\\t"
+    return visible(ch)
 
 
 def _rule_text(source: Source, node: ir.Node) -> str:
-    return " ".join(source.text[node.span.start : node.span.end].split())
+    return visible(" ".join(source.text[node.span.start : node.span.end].split()))
 
 
 def _compare_text(source: Source, c: CompareTrace) -> str:

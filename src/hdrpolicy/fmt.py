@@ -18,7 +18,9 @@ Canonical layout:
 * comments stay where they were: an own-line comment above the statement
   after it, a trailing comment after its statement (two spaces before `#`);
   a comment inside a statement that spans several lines moves above it;
-* blank lines between statements collapse to at most one.
+* blank lines between statements collapse to at most one;
+* lines end with LF, or CRLF in a file whose every line ends with CRLF (a lone
+  CR ends a line too, and becomes LF).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdrpolicy import ir
-from hdrpolicy.diagnostics import Diagnostic, Source, has_errors
+from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, visible
 from hdrpolicy.pipeline import check_source
 from hdrpolicy.printer import policy_string
 
@@ -50,7 +52,7 @@ class Formatted:
 
     @property
     def changed(self) -> bool:
-        return self.text is not None and self.text != self.source.text
+        return self.text is not None and self.text != self.source.original
 
     def diff(self) -> str | None:
         """A unified diff from the file to its formatted text; None if it is formatted."""
@@ -58,8 +60,8 @@ class Formatted:
             return None
         return "".join(
             difflib.unified_diff(
-                self.source.text.splitlines(keepends=True),
-                self.text.splitlines(keepends=True),
+                _lines(self.source.original),
+                _lines(self.text),
                 fromfile=self.source.path,
                 tofile=f"{self.source.path} (formatted)",
             )
@@ -72,7 +74,24 @@ def format_source(text: str, path: str = "<input>", default_name: str = "policy"
     checked = check_source(source, default_name)
     if checked.policy is None or has_errors(checked.diagnostics):
         return Formatted(source, None, checked.diagnostics)
-    return Formatted(source, _layout(checked.policy, source), checked.diagnostics)
+    text = _layout(checked.policy, source).replace("\n", source.newline)
+    return Formatted(source, text, checked.diagnostics)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as the lexer sees them (after LF, CRLF or a lone CR), shown for a diff.
+
+    Each ends with LF; a CR shows as `\\r`, so a changed line ending is a
+    visible change and never moves the terminal's cursor.
+    """
+    lines = [
+        visible(m.group(1)) + ("\\r" if "\r" in m.group(2) else "") + "\n"
+        for m in re.finditer(r"([^\r\n]*)(\r\n|\r|\n|$)", text)
+        if m.group(0)
+    ]
+    if text and text[-1] not in "\r\n":
+        lines.append("\\ No newline at end of file\n")
+    return lines
 
 
 def format_file(path: Path) -> Formatted:

@@ -215,15 +215,32 @@ class Policy(Node):
 
 
 def comparisons(cond: Condition) -> list[Compare]:
-    """Every comparison in a condition, left to right."""
-    if isinstance(cond, Compare):
-        return [cond]
-    if isinstance(cond, Not):
-        return comparisons(cond.operand)
+    """Every comparison in a condition, left to right (iteratively: conditions nest deep)."""
     out: list[Compare] = []
-    for operand in cond.operands:
-        out.extend(comparisons(operand))
+    stack: list[Condition] = [cond]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Compare):
+            out.append(node)
+        elif isinstance(node, Not):
+            stack.append(node.operand)
+        else:
+            stack.extend(reversed(node.operands))
     return out
+
+
+def nested_beyond(cond: Condition, limit: int) -> Condition | None:
+    """The first `not`/`and`/`or` nested deeper than `limit` in a condition, if any."""
+    stack: list[tuple[Condition, int]] = [(cond, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, Compare):
+            continue
+        if level == limit:
+            return node
+        children = [node.operand] if isinstance(node, Not) else node.operands
+        stack.extend((child, level + 1) for child in reversed(children))
+    return None
 
 
 Not.model_rebuild()

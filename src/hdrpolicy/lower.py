@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lark import Token, Transformer, Tree, v_args
+from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.tree import Meta
 
 from hdrpolicy import ir
@@ -31,7 +31,10 @@ class PolicyParts:
 
 
 @v_args(meta=True)
-class _Lowering(Transformer[Token, Any]):
+class _Lowering(Transformer_NonRecursive[Token, Any]):
+    """Tree → IR.  Non-recursive: a condition nested or chained thousands deep lowers
+    without exhausting Python's stack (the checker then refuses it, naming the limit)."""
+
     def __init__(self, source: Source) -> None:
         super().__init__()
         self.source = source

@@ -7,6 +7,7 @@ file with several mistakes reports all of them.
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import cache
 from importlib import resources
@@ -22,6 +23,7 @@ from lark import (
 )
 
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, did_you_mean
+from hdrpolicy.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
 
 # What each terminal is called in an error message.
 TERMINAL_WORDS: dict[str, str] = {
@@ -117,33 +119,108 @@ def _parser() -> Lark:
     )
 
 
+# Characters that tools disagree about (Python, YAML and some editors end a line
+# at U+2028 and friends, `cat` does not; ESC sequences and bidi overrides make
+# a terminal or an editor show other text than hdrpolicy reads).  A string
+# spells them with `\\uXXXX`.
+_MISLEADING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def parse(source: Source) -> tuple[Tree[Token] | None, list[Diagnostic]]:
     """Parse a whole file; on a syntax error, skip to the next statement and go on.
 
     The tree returned is of what remains once the failed statements are blanked
     out, so later stages can report their findings on the rest of the file.
+    After an error, parsing resumes after the blanked statement (not from the
+    top), so a file with many errors is still read about once.
     """
     text = source.text
-    diagnostics: list[Diagnostic] = []
-    for _ in range(100):
+    if len(text) > MAX_SOURCE_CHARS:
+        return None, [_too_large(source)]
+    too_many = _too_many_rules(source)
+    if too_many is not None:
+        return None, [too_many]
+    diagnostics = _misleading_characters(source)
+    text = _MISLEADING.sub(" ", text)
+    base = 0
+    errors = 0
+    while errors <= MAX_SYNTAX_ERRORS:
         try:
-            tree = _parser().parse(text)
+            tree = _parser().parse(text[base:] if base else text)
         except UnexpectedInput as exc:
-            diagnostics.append(_syntax_diagnostic(source, text, exc))
-            text = _blank_failed_statement(text, _error_offset(text, exc))
+            errors += 1
+            if errors > MAX_SYNTAX_ERRORS:
+                break
+            diagnostics.append(_syntax_diagnostic(source, text, exc, base))
+            text, base = _blank_failed_statement(text, _error_offset(text, exc, base))
             continue
-        return tree, diagnostics
+        if base == 0:
+            return tree, diagnostics
+        base = 0  # the rest parses: now the whole text, for the tree
     return None, diagnostics
 
 
-def _error_offset(text: str, exc: UnexpectedInput) -> int:
+def _too_large(source: Source) -> Diagnostic:
+    return Diagnostic(
+        "HP105",
+        Severity.ERROR,
+        f"the file is longer than hdrpolicy's limit of {describe(MAX_SOURCE_CHARS)} characters",
+        source.span(MAX_SOURCE_CHARS, MAX_SOURCE_CHARS + 1),
+        help="split the policy: one plug-in per policy file",
+    )
+
+
+# Strings and comments are skipped; every rule has one `deny` or `allow`.
+_RULE_KEYWORDS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\b(deny|allow)\b')
+
+
+def _too_many_rules(source: Source) -> Diagnostic | None:
+    """Refuse a file with far too many rules before parsing it (which would take long).
+
+    Counting keywords, `default deny` included: beyond the limit plus one, the
+    keyword at the limit is a rule beyond it (the checker counts exactly).
+    """
+    keywords = (m for m in _RULE_KEYWORDS.finditer(source.text) if m.group(1) is not None)
+    beyond = list(itertools.islice(keywords, MAX_RULES, MAX_RULES + 2))
+    if len(beyond) < 2:
+        return None
+    return Diagnostic(
+        "HP105",
+        Severity.ERROR,
+        f"more than hdrpolicy's limit of {describe(MAX_RULES)} rules in one policy",
+        source.span(beyond[0].start(), beyond[0].end()),
+        help="split the policy into several plug-ins",
+    )
+
+
+def _misleading_characters(source: Source) -> list[Diagnostic]:
+    found = []
+    for m in _MISLEADING.finditer(source.text):
+        ch = m.group()
+        found.append(
+            Diagnostic(
+                "HP104",
+                Severity.ERROR,
+                f"character U+{ord(ch):04X} is not allowed in a policy file",
+                source.span(m.start(), m.end()),
+                help=f"tools show it differently; in a string write \\u{ord(ch):04x}",
+            )
+        )
+        if len(found) == MAX_SYNTAX_ERRORS:
+            break
+    return found
+
+
+def _error_offset(text: str, exc: UnexpectedInput, base: int) -> int:
     if isinstance(exc, UnexpectedEOF) or exc.pos_in_stream is None:
         return len(text)
-    return int(exc.pos_in_stream)
+    return base + int(exc.pos_in_stream)
 
 
-def _blank_failed_statement(text: str, offset: int) -> str:
+def _blank_failed_statement(text: str, offset: int) -> tuple[str, int]:
     """Replace the text the error belongs to with spaces (keeping newlines and offsets).
+
+    Returns the new text and where parsing resumes: the end of the blanked part.
 
     An error at a statement keyword means the statement before it was cut
     short; an error on a line of its own is a stray line; otherwise the error
@@ -164,8 +241,8 @@ def _blank_failed_statement(text: str, offset: int) -> str:
     blanked = "".join(ch if ch == "\n" else " " for ch in text[start:end])
     if blanked == text[start:end]:
         # Nothing left to blank: drop the rest so the loop ends.
-        return text[:start]
-    return text[:start] + blanked + text[end:]
+        return text[:start], 0
+    return text[:start] + blanked + text[end:], end
 
 
 def _expected_words(names: set[str]) -> str:
@@ -177,17 +254,18 @@ def _expected_words(names: set[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput) -> Diagnostic:
+def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput, base: int) -> Diagnostic:
+    """The diagnostic for a Lark error; Lark's offsets count from `base` in `text`."""
     help_text: str | None = None
     if isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
         tok = exc.token
-        start = tok.start_pos if tok.start_pos is not None else len(text)
-        end = tok.end_pos if tok.end_pos is not None else start + len(str(tok))
-        found = f"`{tok}`"
+        start = base + tok.start_pos if tok.start_pos is not None else len(text)
+        end = base + tok.end_pos if tok.end_pos is not None else start + len(str(tok))
+        found = f"`{_shorten(str(tok))}`"
         expected = set(exc.accepts or exc.expected)
         help_text = _hint(str(tok), expected)
     elif isinstance(exc, UnexpectedCharacters):
-        start = int(exc.pos_in_stream or 0)
+        start = base + int(exc.pos_in_stream or 0)
         end = start + 1
         ch = text[start]
         found = f"`{ch}`" if ch.isprintable() else f"character U+{ord(ch):04X}"
@@ -202,7 +280,7 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput) -> Diagn
             word = re.match(r"[A-Za-z_]+|'[^'\n]*'?|[=&|!]+", text[start:])
             if word:
                 end = start + word.end()
-                found = f"`{word.group()}`"
+                found = f"`{_shorten(word.group())}`"
                 help_text = _hint(word.group(), expected)
     else:
         start = end = len(text)
@@ -218,6 +296,11 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput) -> Diagn
     else:
         message = f"unexpected {found}" + (f", expected {words}" if words else "")
     return Diagnostic("HP101", Severity.ERROR, message, source.span(start, end), help=help_text)
+
+
+def _shorten(token: str, width: int = 40) -> str:
+    """A token as quoted in a message: a very long one is cut."""
+    return token if len(token) <= width else token[: width - 1] + "…"
 
 
 def _statement_cut_short(text: str, offset: int) -> tuple[str, int] | None:

@@ -24,7 +24,7 @@ from hdrpolicy.build import BuildError, Progress
 from hdrpolicy.clients import Response
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.compiler import cached_wasm
-from hdrpolicy.diagnostics import Diagnostic
+from hdrpolicy.diagnostics import Diagnostic, visible
 from hdrpolicy.echo import TOKEN_HEADER, EchoServer
 from hdrpolicy.emit import emit
 from hdrpolicy.envoy import Envoy, Plugin, Upstream, bootstrap
@@ -383,7 +383,8 @@ def render_text(reports: list[PolicyReport]) -> str:
     passed = sum(len(r.results) - r.failed for r in reports)
     failed = sum(r.failed for r in reports)
     lines.append(f"{passed} passed, {failed} failed")
-    return "\n".join(lines)
+    # Names, bodies and values come from the policy, its tests and the plug-in.
+    return "\n".join(visible(line) for line in lines)
 
 
 def to_json(reports: list[PolicyReport]) -> dict[str, Any]:

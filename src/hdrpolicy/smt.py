@@ -182,10 +182,51 @@ def translate_regex(pattern: str) -> z3.ReRef | None:
     `^`/`$`/`\\A`/`\\z` at the ends of top-level alternatives, and a leading
     `(?i)`.  Anything else is None: the caller says "unknown", never guesses.
     """
+    if _nesting(pattern) > _MAX_NESTING:
+        return None
     try:
-        return _RegexParser(pattern).search_language()
+        regex = _RegexParser(pattern).search_language()
     except (_Unsupported, IndexError, ValueError):
         return None
+    return regex if _depth_at_most(regex, _MAX_TERM_DEPTH) else None
+
+
+# The translator and `regular.Algebra.from_z3` recurse: deeper patterns (Go takes
+# groups nested 999 deep, alternations of thousands) are "unknown" to the analysis.
+_MAX_NESTING = 100
+_MAX_TERM_DEPTH = 250
+
+
+def _nesting(pattern: str) -> int:
+    """How deep `(` nests (an escaped or bracketed `(` may count: then it only overestimates)."""
+    depth = deepest = 0
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
+
+
+def _depth_at_most(term: z3.ExprRef, limit: int) -> bool:
+    """Is the z3 term at most `limit` deep?  (Iterative: terms can be thousands deep.)"""
+    seen: dict[int, int] = {}
+    stack = [(term, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > limit:
+            return False
+        if seen.get(node.get_id(), 0) >= level:
+            continue
+        seen[node.get_id()] = level
+        stack.extend((child, level + 1) for child in node.children())
+    return True
 
 
 class _RegexParser:

@@ -57,7 +57,7 @@ func main() {
 	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm))
 	defer reset()
 	if host.StartVM() != types.OnVMStartStatusOK || host.StartPlugin() != types.OnPluginStartStatusOK {
-		fail(fmt.Errorf("the plug-in did not start"))
+		fail(fmt.Errorf("the plug-in did not start: %q", host.GetCriticalLogs()))
 	}
 
 	results := make([]result, 0, len(in.Requests))

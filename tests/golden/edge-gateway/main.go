@@ -431,5 +431,17 @@ func (r *request) exists(f field) bool {
 	return ok
 }
 
+// OnVMStart compiles the policy's patterns once. The checker accepts only what
+// Go's regexp compiles; should one fail all the same, the start fails with a
+// log line (the proxy does not load the plug-in) rather than a panic.
+func (*vmContext) OnVMStart(vmConfigurationSize int) types.OnVMStartStatus {
+	var err error
+	if pattern1, err = regexp.Compile("^curl/"); err != nil {
+		proxywasm.LogCritical(policyName + ": " + err.Error())
+		return types.OnVMStartStatusFailed
+	}
+	return types.OnVMStartStatusOK
+}
+
 // policy.hp:9
-var pattern1 = regexp.MustCompile("^curl/")
+var pattern1 *regexp.Regexp
