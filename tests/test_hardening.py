@@ -15,12 +15,13 @@ from typer.testing import CliRunner
 
 from hdrpolicy import explain, ir, limits
 from hdrpolicy.cli import app
+from hdrpolicy.codec import Protocol
 from hdrpolicy.diagnostics import Source, did_you_mean, render_text
 from hdrpolicy.evaluate import evaluate
 from hdrpolicy.fmt import format_source
 from hdrpolicy.pipeline import check_source
 from hdrpolicy.policytests import Case, Expectation
-from hdrpolicy.runner import CaseResult, PolicyReport
+from hdrpolicy.runner import CaseResult, PolicyReport, Run
 from hdrpolicy.runner import render_text as render_report
 
 INTERNAL_ERROR = 70
@@ -234,7 +235,8 @@ def test_test_reports_escape_bodies_names_and_traces() -> None:
     assert checked.policy is not None
     decision = evaluate(checked.policy, [(b":method", b"GET"), (b":path", b"/\xe2\x80\xa8")])
     case = Case("a\u2028b\x1b[1A", 3, "GET", "/", "localhost", (), Expectation(allow=True))
-    result = CaseResult(case, decision, None, mismatch="a mismatch \x1b[31m")
+    run = Run(Protocol.HTTP1, decision, mismatch="a mismatch \x1b[31m")
+    result = CaseResult(case, [run])
     text = render_report([PolicyReport(checked, None, results=[result])])
     assert all(ch.isprintable() for line in text.splitlines() for ch in line)
     assert "\\u001b]0;pwned\\u0007" in text and "a\\u2028b\\u001b[1A" in text
