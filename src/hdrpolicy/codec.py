@@ -237,13 +237,15 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
     Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
     protocols), a method HTTP/1.1's parser does not know, lower case included
     (400; HTTP/2 passes `get` through), and HTTP/2's connection-specific
-    headers (stream reset).
+    headers and an `:authority` with surrounding whitespace (stream reset).
     """
     if "#" in request.path:
         return "the path has a fragment (`#`): Envoy answers 400"
     if protocol is Protocol.HTTP1 and request.method not in HTTP1_METHODS:
         return f"Envoy's HTTP/1.1 parser does not accept the method `{request.method}`: 400"
     if protocol is Protocol.HTTP2:
+        if request.host != request.host.strip(_OWS):
+            return "`:authority` has surrounding whitespace: HTTP/2 resets the stream"
         for name, value in request.headers:
             lower = name.lower()
             if lower in _HTTP2_CONNECTION_HEADERS or (lower == "te" and value != "trailers"):

@@ -236,9 +236,11 @@ def _raw_values(policy: ir.Policy, headers: Headers) -> list[list[bytes]]:
 def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
     """Why the request is refused before the rules run, checked in this order (None: it is not).
 
-    A path not in normal form (when the policy reads `path`); a value with
-    surrounding spaces or tabs (Envoy passes them over HTTP/2; RFC 9113
-    §8.2.1 calls such a field malformed), so every value judged is trimmed;
+    A path not in normal form (when the policy reads `path`); a header value
+    with surrounding spaces or tabs (Envoy passes them over HTTP/2; RFC 9113
+    §8.2.1 calls such a field malformed), so every value judged is trimmed
+    (pseudo-headers never carry them in Envoy: HTTP/1.1 trims the Host,
+    HTTP/2 rejects such an `:authority`; they are trimmed like before);
     more than MAX_READINGS readings.
     """
     raw = _raw_values(policy, headers)
@@ -246,7 +248,7 @@ def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
         if subject.kind is ir.SubjectKind.PATH and values and not path_in_normal_form(values[0]):
             return Refusal(ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, subject, values[0])
     for subject, values in zip(policy.subjects, raw, strict=True):
-        for value in values:
+        for value in values if not subject.is_pseudo else ():
             if value != value.strip(_OWS):
                 return Refusal(ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, subject, value)
     total = 1

@@ -349,15 +349,15 @@ func lookupField(name string) field {
 }
 
 // prepare refuses a request the policy cannot judge safely (in this order: a
-// path not in normal form, a value with surrounding whitespace, too many
-// readings) and turns each field's values into its readings.
+// path not in normal form, a header value with surrounding whitespace, too
+// many readings) and turns each field's values into its readings.
 func (r *request) prepare() *denial {
 	if r.count[fieldPath] > 0 && !inNormalForm(r.first[fieldPath]) {
 		return &badPath
 	}
 	for f := field(0); f < numFields; f++ {
-		if r.count[f] == 0 {
-			continue
+		if r.count[f] == 0 || f == fieldMethod || f == fieldPath || f == fieldHost {
+			continue // pseudo-headers never carry surrounding whitespace in Envoy
 		}
 		if hasOWS(r.first[f]) {
 			return r.refuseValue(f, r.first[f])

@@ -223,8 +223,8 @@ func lookupField(name string) field {
 }
 
 // prepare refuses a request the policy cannot judge safely (in this order: a
-// path not in normal form, a value with surrounding whitespace, too many
-// readings) and turns each field's values into its readings.
+// path not in normal form, a header value with surrounding whitespace, too
+// many readings) and turns each field's values into its readings.
 func (r *request) prepare() *denial {
 	for f := field(0); f < numFields; f++ {
 		if r.count[f] == 0 {
