@@ -52,7 +52,7 @@ def normalize(subject: ir.Subject, value: bytes) -> bytes:
 _OWS = b" \t"
 _HEX = b"0123456789ABCDEF"
 # RFC 3986 unreserved characters, and `/` and `\`: never percent-encoded in normal form.
-_NEVER_ENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\")
+NEVER_ENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\")
 
 
 def path_in_normal_form(value: bytes) -> bool:
@@ -73,7 +73,7 @@ def path_in_normal_form(value: bytes) -> bool:
         digits = path[i + 1 : i + 3]
         if len(digits) < 2 or any(c not in _HEX for c in digits):
             return False
-        if int(digits, 16) in _NEVER_ENCODED:
+        if int(digits, 16) in NEVER_ENCODED:
             return False
         i = path.find(b"%", i + 3)
     return True
@@ -317,6 +317,10 @@ def evaluate(policy: ir.Policy, headers: Headers) -> Decision:
             ((DEFAULT_CONTENT_TYPE[0].encode(), DEFAULT_CONTENT_TYPE[1].encode()),),
             too_many_readings=refused.status == ir.TOO_MANY_READINGS_STATUS,
             readings=MAX_READINGS + 1 if refused.subject is None else 1,
+            values={
+                s.key: normalize(s, vs[0]) if vs else None
+                for s, vs in zip(policy.subjects, _raw_values(policy, headers), strict=True)
+            },
             refusal=refused,
         )
     all_readings = readings(policy, headers)
