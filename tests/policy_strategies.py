@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from hdrpolicy import ir
+from hdrpolicy.checker import NO_BODY_STATUSES
 from hdrpolicy.diagnostics import Span
 
 SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)
@@ -73,8 +74,11 @@ def responses(draw: st.DrawFn) -> ir.Response:
         ir.ResponseHeader(name=n, value=lit(draw(values)), span=SPAN)
         for n in draw(st.lists(st.sampled_from(["retry-after", "x-reason"]), max_size=2))
     ]
+    status = draw(st.integers(200, 599))
+    if status in NO_BODY_STATUSES:  # a body there is an error (HP215)
+        body = None
     return ir.Response(
-        status=draw(st.integers(200, 599)),
+        status=status,
         body=lit(body) if body is not None else None,
         headers=headers,
         span=SPAN,

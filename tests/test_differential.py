@@ -1,6 +1,11 @@
 """Differential testing: on random policies and random requests, the compiled
 plug-in (in the SDK's emulator) decides exactly what the reference evaluator does.
 
+Requests come two ways: raw header pairs (anything a host could pass), and
+requests as a client sends them turned into what Envoy hands the plug-in over
+HTTP/1.1 and HTTP/2 (`codec.deliver`): repeated built-in headers joined,
+whitespace kept or trimmed, a repeated Host, dot segments and encoded paths.
+
 Each example compiles one policy with many rules and drives many requests
 through one VM, so the number of wasm builds stays small.  The seed is fixed
 (`derandomize`) so CI runs the same examples every time.
@@ -15,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import compile_text
+from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.emit import emit
 from hdrpolicy.evaluate import Headers, evaluate
@@ -24,8 +30,8 @@ from hdrpolicy.printer import policy_string
 from hdrpolicy.runner import agreement
 from hdrpolicy.toolchains import TINYGO
 
-HEADERS = ["x-a", "x-b", "x-role"]
-WORDS = ["", "a", "A", "ab", "b", "admin", "user", "a, b", "/x", "/x/y", "GET", "é"]
+HEADERS = ["x-a", "x-b", "x-role", "user-agent", "cookie", "accept"]
+WORDS = ["", "a", "A", "ab", "b", "admin", "user", "a, b", "/x", "/x/y", "GET", "é", "a=1"]
 PATTERNS = ["^a", "b$", "a|b", "^$", "(?i)^A", ".", "^[a-z]+$", "\\d", "^.$", "é"]
 
 OPERATORS = ["==", "!=", "in", "not in", "starts_with", "ends_with", "contains", "matches"]
@@ -98,12 +104,21 @@ def requests(draw: st.DrawFn) -> Headers:
     if draw(st.integers(0, 9)):
         pairs.append((b":method", draw(st.sampled_from([b"GET", b"POST", b"get", b"OPTIONS"]))))
     if draw(st.integers(0, 9)):
-        pairs.append((b":path", draw(st.sampled_from([b"/x", b"/x/y?z=1", b"/a?b", b"?", b"/"]))))
+        pairs.append(
+            (
+                b":path",
+                draw(
+                    st.sampled_from([b"/x", b"/x/y?z=1", b"/a?b", b"?", b"/", b"/a/../b", b"/%2e"])
+                ),
+            )
+        )
     if draw(st.integers(0, 9)):
         pairs.append(
             (b":authority", draw(st.sampled_from([b"a", b"A:80", b"[::1]:8", b"ab:x", b"b."])))
         )
     pairs.extend(draw(st.lists(st.tuples(header_names.map(str.encode), values), max_size=5)))
+    if draw(st.integers(0, 4)) == 0:
+        pairs.append((b"user-agent", draw(st.sampled_from([b"a,b", b"curl/8, a", b"a , b,"]))))
     if pairs and draw(st.integers(0, 7)) == 0:
         # A host should never pass a pseudo-header twice; if it did, the first counts.
         name, _ = pairs[0]
@@ -112,16 +127,64 @@ def requests(draw: st.DrawFn) -> Headers:
     return pairs
 
 
+SENT_PATHS = [
+    "/",
+    "/x",
+    "/x/y?z=/../",
+    "/a/../x",
+    "/a/./x",
+    "//x",
+    "/%61",
+    "/a%2Fx",
+    "/a%2fx",
+    "/a/..;/x",
+    "/A%3Ab",
+    "/a%3ab",
+    "/a\\x",
+    "/a%",
+    "x",
+]
+sent_names = st.sampled_from(
+    ["x-a", "X-A", "x-role", "user-agent", "User-Agent", "accept", "cookie", "host"]
+)
+sent_values = st.sampled_from(
+    ["a", "b", "admin", "user", "a, b", "a,b", " a ", "\ta", "a ", "", "curl/8", "a=1; b=2", "é"]
+)
+
+
+@st.composite
+def sent_requests(draw: st.DrawFn) -> SentRequest:
+    """A request as a client writes it: repeats, case and whitespace as drawn."""
+    return SentRequest(
+        method=draw(st.sampled_from(["GET", "POST", "get", "OPTIONS"])),
+        path=draw(st.sampled_from(SENT_PATHS)),
+        host=draw(st.sampled_from(["a", "A:80", "[::1]:8", "b.", "a,b", " a"])),
+        headers=tuple(draw(st.lists(st.tuples(sent_names, sent_values), max_size=6))),
+    )
+
+
+def delivered(sent: list[SentRequest]) -> list[Headers]:
+    return [deliver(protocol, request) for protocol in Protocol for request in sent]
+
+
 @settings(
     max_examples=8,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(policy=policies(), reqs=st.lists(requests(), min_size=60, max_size=60))
+@given(
+    policy=policies(),
+    raw=st.lists(requests(), min_size=40, max_size=40),
+    sent=st.lists(sent_requests(), min_size=20, max_size=20),
+)
 def test_plugin_agrees_with_evaluator(
-    tmp_path_factory: pytest.TempPathFactory, policy: str, reqs: list[Headers]
+    tmp_path_factory: pytest.TempPathFactory,
+    policy: str,
+    raw: list[Headers],
+    sent: list[SentRequest],
 ) -> None:
+    reqs = raw + delivered(sent)
     workdir = tmp_path_factory.mktemp("diff")
     result = compile_text(policy, workdir)
     assert result.checked.ok and result.checked.policy, (policy, result.checked.diagnostics)
@@ -154,11 +217,19 @@ def test_tinygo_target_go_agrees_with_evaluator(policy: str, reqs: list[Headers]
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(policy=policies(pseudo_only=True), reqs=st.lists(requests(), min_size=60, max_size=60))
+@given(
+    policy=policies(pseudo_only=True),
+    raw=st.lists(requests(), min_size=40, max_size=40),
+    sent=st.lists(sent_requests(), min_size=20, max_size=20),
+)
 def test_pseudo_header_only_plugin_agrees_with_evaluator(
-    tmp_path_factory: pytest.TempPathFactory, policy: str, reqs: list[Headers]
+    tmp_path_factory: pytest.TempPathFactory,
+    policy: str,
+    raw: list[Headers],
+    sent: list[SentRequest],
 ) -> None:
     """Policies on method, path and host only read those, one host call each."""
+    reqs = raw + delivered(sent)
     workdir = tmp_path_factory.mktemp("pseudo")
     result = compile_text(policy, workdir)
     assert result.checked.ok and result.checked.policy, (policy, result.checked.diagnostics)

@@ -95,7 +95,8 @@ def test_subject_normalisation() -> None:
     assert evaluate(policy, req(path="/a?b=c")).status == 401
     assert evaluate(policy, req(host="API.Example.com:8443")).status == 402
     assert evaluate(policy, req(host="[::1]:80")).allowed
-    assert evaluate(policy, req(("X", "  v\t"))).status == 403
+    assert evaluate(policy, req(("X", "v"))).status == 403
+    assert evaluate(policy, req(("X", "  v\t"))).status == 400  # refused: surrounding whitespace
 
 
 def test_ignoring_case_folds_ascii_only() -> None:

@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hdrpolicy import ir
+from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Span
 from hdrpolicy.evaluate import compare
 from hdrpolicy.regular import Algebra, Re, Unsupported
@@ -156,9 +157,10 @@ class Spaces:
 
     def domain(self, subject: ir.Subject) -> Re:
         """The values the plug-in can see of this subject (`smt.domain_regexes`)."""
-        key = subject.kind.value
+        delimiter = list_delimiter(subject.host_name)
+        key = subject.key if delimiter else subject.kind.value
         if key not in self._domains:
-            parts = [self.alg.from_z3(r) for r in domain_regexes(subject.kind)]
+            parts = [self.alg.from_z3(r) for r in domain_regexes(subject.kind, delimiter)]
             self._domains[key] = self.alg.inter(*parts)
         return self._domains[key]
 

@@ -29,6 +29,10 @@ _POLICY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Bytes that cannot appear in a field value: controls other than HTAB, and DEL.
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PROXY_SET_HEADERS = {"content-length", "transfer-encoding"}
+# Statuses whose responses carry no content (RFC 9110 §15.3.5, §15.3.6, §15.4.5).
+# Envoy's local reply sends a body on them anyway, with a content-length
+# (invalid; HTTP/2 clients see a protocol error), so a rule may not give one.
+NO_BODY_STATUSES = frozenset({204, 205, 304})
 _PSEUDO_SUBJECTS = {":path": "path", ":method": "method", ":authority": "host", "host": "host"}
 
 
@@ -160,6 +164,15 @@ class _Checker:
                 response.status_span or response.span,
                 help=f"a deny status is between {MIN_STATUS} and {MAX_STATUS}",
             )
+        if response.body_text and response.status in NO_BODY_STATUSES:
+            assert response.body is not None
+            self.error(
+                "HP215",
+                f"a {response.status} response cannot carry a body",
+                response.body.span,
+                help=f"remove the body; Envoy would send it with the {response.status}, "
+                "which clients reject",
+            )
         for header in response.headers:
             span = header.name_span or header.span
             if self.header_name(header.name, span) and header.name in _PROXY_SET_HEADERS:
@@ -167,6 +180,14 @@ class _Checker:
                     "HP214",
                     f"`{header.name}` is set by the proxy and cannot be set by a rule",
                     span,
+                )
+            elif header.name == "content-type" and not response.body_text:
+                self.error(
+                    "HP215",
+                    "`content-type` on a response without a body is never sent",
+                    span,
+                    help="Envoy drops `content-type` from a local reply with an empty body; "
+                    "give the response a body or remove the header",
                 )
             self.header_value(header.value, "a response header value")
 

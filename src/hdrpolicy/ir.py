@@ -20,6 +20,15 @@ DEFAULT_CONTENT_TYPE = ("content-type", "text/plain")
 MAX_READINGS = 64
 TOO_MANY_READINGS_STATUS = 431
 TOO_MANY_READINGS_BODY = "too many repeated request headers"
+# A request whose path (read by the policy) is not in normal form is refused.
+BAD_PATH_STATUS = 400
+BAD_PATH_BODY = "path not in normal form"
+# A value (read by the policy) with leading or trailing spaces or tabs is refused.
+BAD_VALUE_STATUS = 400
+BAD_VALUE_BODY = "header value with surrounding whitespace"
+# When the host cannot hand the plug-in the request headers, the request is refused.
+HOST_ERROR_STATUS = 500
+HOST_ERROR_BODY = "the policy could not read the request"
 
 
 class Node(BaseModel):
@@ -171,9 +180,13 @@ class Response(Node):
 
     @property
     def sent_headers(self) -> list[tuple[str, str]]:
-        """The headers the response carries: the rule's, and text/plain unless it sets one."""
+        """The headers the response carries: the rule's, and text/plain unless it sets one.
+
+        A response without a body has no content type: Envoy drops `content-type`
+        from a local reply with an empty body (`prepareLocalReply`).
+        """
         headers = [(h.name, h.value.value) for h in self.headers]
-        if not any(name == "content-type" for name, _ in headers):
+        if self.body_text and not any(name == "content-type" for name, _ in headers):
             headers.insert(0, DEFAULT_CONTENT_TYPE)
         return headers
 

@@ -18,7 +18,7 @@ import z3
 
 from hdrpolicy import ir
 from hdrpolicy.diagnostics import Span
-from hdrpolicy.evaluate import Headers, normalize
+from hdrpolicy.evaluate import NEVER_ENCODED, Headers, normalize
 
 # Characters a (trimmed) header value cannot hold: controls but HTAB, and DEL.
 _FORBIDDEN = [(0x00, 0x08), (0x0A, 0x1F), (0x7F, 0x7F), (0xD800, 0xDFFF)]
@@ -59,14 +59,19 @@ def _trimmed() -> z3.ReRef:
     return z3.Union(EMPTY_RE, edge, z3.Concat(edge, ANY, edge))
 
 
-def domain_regexes(kind: ir.SubjectKind) -> list[z3.ReRef]:
-    """The values the plug-in can see of a subject, as regexes that must all match.
+def domain_regexes(kind: ir.SubjectKind, list_delimiter: str | None = None) -> list[z3.ReRef]:
+    """The values the plug-in judges of a subject, as regexes that must all match.
 
-    Every value is trimmed and free of control characters; method is an HTTP
-    token, path starts with `/` (or is `*`) and has no `?`, host is lower case.
-    (method, path and host are always present; a header may be missing.)
+    Every value is trimmed and free of control characters (others are refused);
+    method is an HTTP token, path is in normal form (others are refused), host
+    is lower case.  A value that may be a list (`list_delimiter`) is modelled
+    without the delimiter: with it, a request has several readings, which the
+    analysis does not model.  (method, path and host are always present; a
+    header may be missing.)
     """
     out = [z3.Intersect(_no_forbidden(), _trimmed())]
+    if list_delimiter is not None:
+        out.append(z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(lit_re(list_delimiter)))))
     if kind is ir.SubjectKind.METHOD:
         tchar = z3.Union(
             char_range(ord("0"), ord("9")),
@@ -76,12 +81,25 @@ def domain_regexes(kind: ir.SubjectKind) -> list[z3.ReRef]:
         )
         out.append(z3.Plus(tchar))
     elif kind is ir.SubjectKind.PATH:
-        no_query = z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(lit_re("?"))))
-        out.append(z3.Union(lit_re("*"), z3.Concat(lit_re("/"), no_query)))
+        out.append(_normal_path())
     elif kind is ir.SubjectKind.HOST:
         upper = char_range(ord("A"), ord("Z"))
         out.append(z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(upper))))
     return out
+
+
+def _normal_path() -> z3.ReRef:
+    """`evaluate.path_in_normal_form` as a regex (the query is already cut off)."""
+    hex_digit = z3.Union(char_range(ord("0"), ord("9")), char_range(ord("A"), ord("F")))
+    never = z3.Union(*[lit_re(f"%{c:02X}") for c in sorted(NEVER_ENCODED)])
+    escape = z3.Intersect(z3.Concat(lit_re("%"), hex_digit, hex_digit), z3.Complement(never))
+    special = z3.Union(*[lit_re(c) for c in "?#\\%"])
+    raw = z3.Intersect(ANY_CHAR, z3.Complement(special))
+    shape = z3.Concat(lit_re("/"), z3.Star(z3.Union(raw, escape)))
+    segment_end = z3.Union(EMPTY_RE, z3.Concat(lit_re("/"), ANY), z3.Concat(lit_re(";"), ANY))
+    dots = z3.Concat(ANY, z3.Union(lit_re("/."), lit_re("/..")), segment_end)
+    double = z3.Concat(ANY, lit_re("//"), ANY)
+    return z3.Intersect(shape, z3.Complement(dots), z3.Complement(double))
 
 
 def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
