@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import EXAMPLES, hdrpolicy
 
 
@@ -42,6 +44,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         assert "nope.hp" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_compile_writes_outputs(tmp_path: Path) -> None:
     proc = hdrpolicy(
         "compile", str(EXAMPLES / "header-authorization.hp"), "-o", "out", cwd=tmp_path
@@ -76,6 +79,7 @@ def test_unknown_toolchain_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_docker_push_without_an_engine_is_a_clear_error(tmp_path: Path) -> None:
     import os
 

@@ -187,6 +187,7 @@ def test_bad_options_are_refused() -> None:
         m.render(replace(INFO, image_digest="sha256:xyz"), m.DeployOptions())
 
 
+@pytest.mark.slow
 def test_compile_options_reach_the_generated_manifests(tmp_path: Path) -> None:
     proc = hdrpolicy(
         *("compile", str(EXAMPLES / "header-authorization.hp"), "-o", "dist"),

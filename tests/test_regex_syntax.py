@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from hdrpolicy.build import find_go
 from hdrpolicy.checker import go_regex_error
 
@@ -87,6 +89,7 @@ func main() {
 """
 
 
+@pytest.mark.slow
 def test_checker_agrees_with_go_regexp(tmp_path: Path) -> None:
     (tmp_path / "main.go").write_text(_PROGRAM)
     (tmp_path / "go.mod").write_text("module regexcheck\n\ngo 1.24\n")
