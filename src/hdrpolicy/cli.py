@@ -7,15 +7,14 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hdrpolicy import __version__, runner
-from hdrpolicy import explain as explain_decision
-from hdrpolicy.analysis import analyse
-from hdrpolicy.build import BuildError
-from hdrpolicy.compiler import OCI, compile_policy
+# Only what `fmt` and `check` need is imported here: the pre-commit hooks run
+# them on every commit.  Everything else (z3, oras, requests, jsonschema, the
+# Go build, Docker) is imported inside the command that uses it.
+from hdrpolicy import __version__
 from hdrpolicy.diagnostics import (
     Diagnostic,
     Severity,
@@ -25,29 +24,14 @@ from hdrpolicy.diagnostics import (
     render_text,
     sort_key,
 )
-from hdrpolicy.diff import diff_policies, load_policy
-from hdrpolicy.diff import render_json as render_diff_json
-from hdrpolicy.diff import render_markdown as render_diff_markdown
-from hdrpolicy.diff import render_text as render_diff_text
-from hdrpolicy.evaluate import evaluate
 from hdrpolicy.files import write_atomically
 from hdrpolicy.fmt import format_file
-from hdrpolicy.manifests import (
-    DeployOptions,
-    ManifestError,
-    Phase,
-    TargetRef,
-    pin_manifests,
-)
-from hdrpolicy.oci import ImageError, docker_build_and_push
+from hdrpolicy.manifests import ManifestError, Phase
 from hdrpolicy.pipeline import Checked, check_file
-from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
-from hdrpolicy.policytests import load as load_tests
-from hdrpolicy.push import PushError, push_layout
-from hdrpolicy.runner import PolicyReport
-from hdrpolicy.runner import run as run_tests
-from hdrpolicy.sarif import render_sarif
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
+
+if TYPE_CHECKING:
+    from hdrpolicy.runner import PolicyReport
 
 app = typer.Typer(
     name="hdrpolicy",
@@ -126,6 +110,8 @@ def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
     """Add the analysis warnings (errors with --strict) to a policy that checked clean."""
     if not checked.ok or checked.policy is None or budget_ms <= 0:
         return checked
+    from hdrpolicy.analysis import analyse  # z3: only when the analysis runs
+
     findings = analyse(checked.policy, checked.source, budget_ms)
     if strict:
         findings = [
@@ -160,6 +146,8 @@ def check(
             results.append(_analysed(checked, budget_ms, strict))
     items = [(c.source, d) for c in results for d in c.diagnostics]
     if output_format is CheckFormat.SARIF:
+        from hdrpolicy.sarif import render_sarif
+
         typer.echo(render_sarif(items))
     else:
         _print_diagnostics(results, OutputFormat(output_format.value))
@@ -222,10 +210,12 @@ def diff_command(
 
     Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is invalid.
     """
+    from hdrpolicy import diff
+
     loaded = []
     for spec in (old, new):
         try:
-            checked = load_policy(spec)
+            checked = diff.load_policy(spec)
         except OSError as exc:
             _err(f"error: cannot read `{spec}`: {exc.strerror or exc}")
             raise typer.Exit(INVALID) from None
@@ -233,11 +223,11 @@ def diff_command(
             _print_diagnostics([checked], OutputFormat.TEXT)
             raise typer.Exit(INVALID)
         loaded.append(checked.policy)
-    result = diff_policies(loaded[0], loaded[1])
+    result = diff.diff_policies(loaded[0], loaded[1])
     render = {
-        DiffFormat.TEXT: render_diff_text,
-        DiffFormat.JSON: render_diff_json,
-        DiffFormat.MARKDOWN: render_diff_markdown,
+        DiffFormat.TEXT: diff.render_text,
+        DiffFormat.JSON: diff.render_json,
+        DiffFormat.MARKDOWN: diff.render_markdown,
     }[output_format]
     typer.echo(render(result, old, new), nl=False)
     if not result.equivalent:
@@ -289,6 +279,11 @@ def compile_command(
     ] = COMPILE_ANALYSIS_BUDGET_MS,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
+    from hdrpolicy.build import BuildError
+    from hdrpolicy.compiler import compile_policy
+    from hdrpolicy.manifests import DeployOptions, TargetRef
+    from hdrpolicy.oci import ImageError
+
     if docker and push is None:
         _err("error: --docker goes with --push REF")
         raise typer.Exit(FAILED)
@@ -347,6 +342,9 @@ def compile_command(
 
 def _docker_push(out: Path, ref: str) -> None:
     """Build the generated Dockerfile with a Docker engine, push it, pin the manifests."""
+    from hdrpolicy.manifests import pin_manifests
+    from hdrpolicy.oci import ImageError, docker_build_and_push
+
     _progress(f"building and pushing {ref} with Docker")
     try:
         digest = docker_build_and_push(out, ref)
@@ -387,6 +385,10 @@ def _push(
     force: bool,
 ) -> None:
     """Push DIR/oci to REF, verify it, and pin the manifests to the digest."""
+    from hdrpolicy.compiler import OCI
+    from hdrpolicy.manifests import pin_manifests
+    from hdrpolicy.push import PushError, push_layout
+
     _progress(f"pushing to {ref}")
     try:
         pushed = push_layout(
@@ -419,6 +421,8 @@ def push_command(
     force: Force = False,
 ) -> None:
     """Push DIR/oci to REF, print its digest, and pin DIR's manifests to it."""
+    from hdrpolicy.compiler import OCI
+
     if not (directory / OCI).is_dir():
         _err(f"error: `{directory / OCI}` does not exist; run `hdrpolicy compile` first")
         raise typer.Exit(FAILED)
@@ -437,14 +441,17 @@ def explain(
         list[str] | None,
         typer.Option("--header", "-H", help="A request header NAME=VALUE; repeat for more."),
     ] = None,
-    method: Annotated[str, typer.Option(help="The request method.")] = DEFAULT_METHOD,
-    path: Annotated[str, typer.Option(help="The request path (with any query).")] = DEFAULT_PATH,
-    host: Annotated[str, typer.Option(help="The request authority.")] = DEFAULT_HOST,
+    method: Annotated[str, typer.Option(help="The request method.")] = "GET",
+    path: Annotated[str, typer.Option(help="The request path (with any query).")] = "/",
+    host: Annotated[str, typer.Option(help="The request authority.")] = "localhost",
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text or json.")
     ] = OutputFormat.TEXT,
 ) -> None:
     """Show what the policy decides for one request, and why (rule by rule)."""
+    from hdrpolicy import explain as explain_decision
+    from hdrpolicy.evaluate import evaluate
+
     checked = _read_checked(policy)
     if checked is None:
         raise typer.Exit(FAILED)
@@ -487,6 +494,11 @@ def test_command(
     ] = ToolchainName.GO,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
+    from hdrpolicy import runner
+    from hdrpolicy.build import BuildError
+    from hdrpolicy.policytests import load as load_tests
+    from hdrpolicy.policytests import tests_path_for
+
     if tests is not None and len(policies) != 1:
         _err("error: --tests goes with exactly one policy")
         raise typer.Exit(FAILED)
@@ -499,15 +511,17 @@ def test_command(
         try:
             loaded = load_tests(tests_file)
         except OSError as exc:
-            report = PolicyReport(
+            report = runner.PolicyReport(
                 checked, None, error=f"cannot read `{tests_file}`: {exc.strerror}"
             )
             reports.append(report)
             continue
         try:
-            reports.append(run_tests(checked, loaded, _progress, TOOLCHAINS[toolchain]))
+            reports.append(runner.run(checked, loaded, _progress, TOOLCHAINS[toolchain]))
         except BuildError as exc:
-            reports.append(PolicyReport(checked, loaded, error=f"{exc.message}\n{exc.output}"))
+            reports.append(
+                runner.PolicyReport(checked, loaded, error=f"{exc.message}\n{exc.output}")
+            )
     for report in reports:
         if report.error:
             _err(f"error: {report.checked.source.path}: {report.error}")

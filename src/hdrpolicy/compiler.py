@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
+from hdrpolicy.cache import cache_root
 from hdrpolicy.emit import emit
 from hdrpolicy.files import default_mode
 from hdrpolicy.manifests import DeployOptions, PluginInfo, write_manifests
@@ -88,11 +89,6 @@ def compile_policy(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hdrpolicy"
 
 
 def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> Path:

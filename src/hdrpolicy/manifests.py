@@ -25,8 +25,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hdrpolicy.files import write_atomically
 
 WASMPLUGIN = "wasmplugin.yaml"
@@ -179,6 +177,8 @@ def _annotations(info: PluginInfo) -> dict[str, str]:
 
 
 def _dump(doc: Mapping[str, Any]) -> str:
+    import yaml  # here, not at the top: `fmt` and `check` import this module for `Phase`
+
     return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False, width=1000)
 
 
@@ -309,6 +309,8 @@ def write_manifests(out_dir: Path, info: PluginInfo, options: DeployOptions) -> 
 
 
 def _load(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
