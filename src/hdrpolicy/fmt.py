@@ -83,6 +83,14 @@ def format_file(path: Path) -> Formatted:
     return format_source(source.text, str(path), path.stem)
 
 
+def format_stdin(raw: bytes) -> Formatted:
+    """Format policy text read from standard input (`fmt -`)."""
+    source, read_diags = Source.decode("<stdin>", raw)
+    if read_diags:
+        return Formatted(source, None, read_diags)
+    return format_source(source.text, source.path)
+
+
 def check_formatted(path: Path) -> str | None:
     """The diff `fmt` would apply to `path`, or None when it is formatted.
 
