@@ -162,10 +162,13 @@ def _header(info: PluginInfo, what: str) -> str:
     ]
     if info.pushed:
         lines.append(f"# image: {info.ref}")
-    else:
-        lines.append("# NOT PUSHED YET: the image URL points at `unpushed.invalid`;")
-        lines.append("# run `hdrpolicy push DIR REGISTRY/REPOSITORY:TAG` to pin the pushed image.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("" if info.pushed else _NOT_PUSHED)
+
+
+_NOT_PUSHED = (
+    "# NOT PUSHED YET: the image URL points at `unpushed.invalid`;\n"
+    "# run `hdrpolicy push DIR REGISTRY/REPOSITORY:TAG` to pin the pushed image.\n"
+)
 
 
 def _annotations(info: PluginInfo) -> dict[str, str]:
@@ -341,7 +344,8 @@ def pin_manifests(out_dir: Path, image_ref: str, digest: str) -> list[str]:
     """After a push: point the Kubernetes manifests at `image_ref` and pin `digest`.
 
     Everything else in them (namespace, selector, phase, …) is kept as compiled.
-    `envoy.yaml` loads a local file and is left alone.  Returns the files rewritten.
+    `envoy.yaml` loads the local plugin.wasm, so only its "not pushed" note is
+    replaced.  Returns the files pinned.
     """
     rewritten = []
     for name in (WASMPLUGIN, ENVOY_EXTENSION_POLICY):
@@ -366,4 +370,10 @@ def pin_manifests(out_dir: Path, image_ref: str, digest: str) -> list[str]:
         rewritten.append(name)
     if not rewritten:
         raise ManifestError(f"no manifests to pin in `{out_dir}`; compile the policy first")
+    envoy = out_dir / ENVOY
+    if envoy.exists():
+        text = envoy.read_text(encoding="utf-8")
+        note = f"# image: {image_ref} (pushed; this file loads the local plugin.wasm instead)\n"
+        if _NOT_PUSHED in text:
+            write_atomically(envoy, text.replace(_NOT_PUSHED, note, 1))
     return rewritten
