@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
-from hdrpolicy import oci
+from hdrpolicy import cli, oci
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import evaluate
 from hdrpolicy.pipeline import check_source
-from hdrpolicy.policytests import Expectation
+from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, Expectation
 from hdrpolicy.push import ErrorKind, PushError, parse_reference, tag_given
 from hdrpolicy.runner import meets
 from registry import Registry, skopeo
@@ -205,3 +206,9 @@ def test_a_failed_case_shows_the_response_header_it_got() -> None:
     assert meets(decision, missing) == (
         "expected header x-why: 'slow' but the response has no x-why"
     )
+
+
+def test_explain_defaults_are_a_test_cases_defaults() -> None:
+    parameters = inspect.signature(cli.explain).parameters
+    defaults = [parameters[name].default for name in ("method", "path", "host")]
+    assert defaults == [DEFAULT_METHOD, DEFAULT_PATH, DEFAULT_HOST]

@@ -551,6 +551,7 @@ def explain(
             "--header", "-H", help="A request header, `NAME=VALUE` or `NAME: VALUE`; repeatable."
         ),
     ] = None,
+    # A test case's defaults (`policytests.DEFAULT_*`, which imports yaml: not loaded here).
     method: Annotated[str, typer.Option(help="The request method.")] = "GET",
     path: Annotated[str, typer.Option(help="The request path (with any query).")] = "/",
     host: Annotated[str, typer.Option(help="The request authority.")] = "localhost",
