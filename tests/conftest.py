@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hdrpolicy.compiler import CompileResult, compile_policy
+from hdrpolicy.host import driver
 from hdrpolicy.toolchains import GO, Toolchain
 
 # The session-wide OCI registry fixture (`registry`).
@@ -44,7 +45,17 @@ def compile_text(
 
 
 @pytest.fixture(scope="session")
-def tutorial_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def emulator() -> Path:
+    """The host emulator's driver, built once per run (or found in the cache).
+
+    Tests that run a plug-in use this fixture, so the build happens once, in
+    set-up, and `scripts/test --fast` (which skips them) never builds it.
+    """
+    return driver()
+
+
+@pytest.fixture(scope="session")
+def tutorial_wasm(tmp_path_factory: pytest.TempPathFactory, emulator: Path) -> Path:
     """The tutorial policy compiled once for the whole run."""
     out = tmp_path_factory.mktemp("tutorial") / "dist"
     result = compile_policy(EXAMPLES / "header-authorization.hp", out, GO)

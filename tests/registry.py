@@ -1,4 +1,4 @@
-"""Test helpers for shipping: a real registry, skopeo, and the reference CRDs.
+"""Test helpers for shipping: a real registry, skopeo, and the CRD schemas (tests/fixtures).
 
 The session fixture lives in `conftest_registry.py` (loaded with
 `pytest_plugins = ["conftest_registry"]`); this module holds what tests import.
@@ -33,19 +33,13 @@ USERNAME = "hdrpolicy"
 PASSWORD = "correct horse battery staple"
 
 
-def shared_dir() -> Path:
-    """`shared/` next to the repository (`/work/shared` for `/work/main`, `../shared` in CI)."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "reference"
-        if candidate.is_dir():
-            return candidate.parent
-    raise AssertionError(f"no `shared/reference` directory above {Path(__file__).resolve()}")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @cache
 def crd_schema(file_name: str) -> dict[str, Any]:
-    """The `openAPIV3Schema` of the (single, served) version of a reference CRD."""
-    crd = yaml.safe_load((shared_dir() / "reference" / file_name).read_text(encoding="utf-8"))
+    """The `openAPIV3Schema` of the (single, served) version of a CRD in `tests/fixtures/`."""
+    crd = yaml.safe_load((FIXTURES / file_name).read_text(encoding="utf-8"))
     versions = crd["spec"]["versions"]
     assert len(versions) == 1, f"{file_name}: expected one version"
     schema: dict[str, Any] = versions[0]["schema"]["openAPIV3Schema"]

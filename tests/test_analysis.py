@@ -182,6 +182,7 @@ def test_untranslatable_regex_is_unknown_never_a_guess() -> None:
     assert [d.code for d in found if d.code in ("HP401", "HP402")] == []
 
 
+@pytest.mark.slow
 def test_generated_200_rule_policy_is_analysed_completely() -> None:
     """The bench's policy: every finding decided (no HP405); timing is the bench's job."""
     spec = importlib.util.spec_from_file_location(

@@ -12,6 +12,9 @@ from conftest import compile_text
 from hdrpolicy.host import run_plugin
 from hdrpolicy.printer import policy_string
 
+# Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("emulator")]
+
 BASE = [(b":method", b"GET"), (b":path", b"/status/418"), (b":authority", b"gw.example.com")]
 
 

@@ -29,6 +29,7 @@ def _digests(directory: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.hp")), ids=lambda p: p.stem)
 def test_every_example_compiles_to_wasm(example: Path, tmp_path: Path) -> None:
     result = compile_policy(example, tmp_path / "out", GO)
@@ -41,6 +42,7 @@ def test_every_example_compiles_to_wasm(example: Path, tmp_path: Path) -> None:
     assert {"main.go", "go.mod", "go.sum", "oci", "wasmplugin.yaml"} <= set(result.written)
 
 
+@pytest.mark.slow
 def test_same_policy_gives_identical_bytes_in_any_directory(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b" / "deeper").mkdir(parents=True)
@@ -64,6 +66,7 @@ def test_failed_check_leaves_existing_directory_untouched(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dist")] == []
 
 
+@pytest.mark.slow
 def test_failed_build_leaves_existing_directory_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,6 +83,7 @@ def test_failed_build_leaves_existing_directory_untouched(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dist")] == []
 
 
+@pytest.mark.slow
 def test_recompile_keeps_other_files_and_drops_a_stale_wasm(tmp_path: Path) -> None:
     compile_text(TUTORIAL, tmp_path)
     (tmp_path / "dist" / "notes.txt").write_text("keep me")

@@ -30,6 +30,9 @@ from hdrpolicy.printer import policy_string
 from hdrpolicy.runner import agreement
 from hdrpolicy.toolchains import TINYGO
 
+# Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("emulator")]
+
 HEADERS = ["x-a", "x-b", "x-role", "user-agent", "cookie", "accept"]
 WORDS = ["", "a", "A", "ab", "b", "admin", "user", "a, b", "/x", "/x/y", "GET", "é", "a=1"]
 PATTERNS = ["^a", "b$", "a|b", "^$", "(?i)^A", ".", "^[a-z]+$", "\\d", "^.$", "é"]

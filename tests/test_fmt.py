@@ -26,7 +26,7 @@ allow when method=="OPTIONS"   # preflight
 
 deny 401 "missing # not a comment" when not header Authorization exists
 deny 403 "x" when (header a == "1" or header b == "2") and not (header c exists and path starts_with "/a") and header d in ["x","y",]
-deny 403   # moves up
+deny 403   # stays after the line it was on
   when header x == "y"
    and (host == "a")
 default deny 404 "no route"
@@ -44,8 +44,8 @@ deny 401 "missing # not a comment" when not header authorization exists
 deny 403 "x" when (header a == "1" or header b == "2")
     and not (header c exists and path starts_with "/a")
     and header d in ["x", "y"]
-# moves up
-deny 403 when header x == "y" and host == "a"
+deny 403 when header x == "y"  # stays after the line it was on
+    and host == "a"
 default deny 404 "no route"
 # end
 """
@@ -92,6 +92,31 @@ def test_a_file_with_errors_is_refused() -> None:
     assert result.text is None
     assert [d.code for d in result.diagnostics] == ["HP101"]
     assert result.diff() is None
+
+
+def test_comments_inside_a_rule_stay_where_they_were() -> None:
+    messy = """\
+deny 403 "no"   # why we deny
+    when header a exists   # a: legacy clients
+    # b: see the incident review
+    or header b == "1"
+    or header c exists  # c: trails the rule
+deny 403 when   # short, but commented: one line each part
+  not header d exists
+"""
+    tidy = """\
+deny 403 "no" when header a exists  # why we deny # a: legacy clients
+    # b: see the incident review
+    or header b == "1"
+    or header c exists  # c: trails the rule
+deny 403 when not header d exists  # short, but commented: one line each part
+"""
+    once = format_source(messy).text
+    assert once == tidy
+    assert format_source(tidy).text == tidy
+    # A comment on its own line before a part that has no line of its own goes above the rule.
+    moved = format_source("deny 403 when\n  # before the only part\n  header a exists\n").text
+    assert moved == "# before the only part\ndeny 403 when header a exists\n"
 
 
 def test_empty_and_comment_only_files() -> None:

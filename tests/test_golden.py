@@ -27,6 +27,7 @@ def test_emitted_files_match_golden(case: Path) -> None:
         assert got[name] == want[name], f"{case.name}/{name} differs from the golden file"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_golden_go_is_gofmt_clean_and_builds(case: Path, tmp_path: Path) -> None:
     go = find_go()

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from hdrpolicy.build import find_go
 from hdrpolicy.golit import go_comment_text, go_string
 
+# Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
+
 NASTY = [
     "",
     '"',

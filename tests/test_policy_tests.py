@@ -155,6 +155,8 @@ def test_every_example_has_a_tests_file() -> None:
         assert policy.with_name(policy.stem + ".tests.yaml").is_file(), policy
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("emulator")
 def test_hdrpolicy_test_passes_on_the_examples(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     proc = hdrpolicy("test", *map(str, sorted(EXAMPLES.glob("*.hp"))), "--junit-xml", str(junit))
@@ -164,6 +166,8 @@ def test_hdrpolicy_test_passes_on_the_examples(tmp_path: Path) -> None:
     assert int(suites[0].get("tests", "0")) > 0
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("emulator")
 def test_a_wrong_expectation_fails_with_a_diff_and_a_trace(tmp_path: Path) -> None:
     policy = tmp_path / "p.hp"
     policy.write_text((EXAMPLES / "header-authorization.hp").read_text())
@@ -193,6 +197,7 @@ def test_missing_tests_file_is_an_error(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "p.tests.yaml" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_tinygo_target_runs_natively_and_says_so() -> None:
     proc = hdrpolicy("test", str(EXAMPLES / "header-authorization.hp"), "--toolchain", "tinygo")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+# Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PRE_COMMIT = Path(sys.executable).parent / "pre-commit"

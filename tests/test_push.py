@@ -297,6 +297,7 @@ def test_transient_failures_are_retried_with_backoff() -> None:
     assert client.session.calls == 4, "gives up after `attempts`"
 
 
+@pytest.mark.slow
 def test_compile_and_push_from_the_command_line(
     registry: Registry, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

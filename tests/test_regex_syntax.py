@@ -131,6 +131,7 @@ func main() {
 """
 
 
+@pytest.mark.slow
 def test_checker_agrees_with_go_regexp(tmp_path: Path) -> None:
     (tmp_path / "main.go").write_text(_PROGRAM)
     (tmp_path / "go.mod").write_text("module regexcheck\n\ngo 1.24\n")

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import EXAMPLES, REPO
+
+# Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
 
 
 def test_installed_wheel_compiles_and_tests_outside_the_checkout(tmp_path: Path) -> None:

@@ -339,3 +339,8 @@ def check(
     checker = _Checker(source)
     policy = checker.assemble(parts, default_name)
     return policy, checker.diagnostics
+
+
+def is_token(text: str) -> bool:
+    """An RFC 9110 token, as header names and methods are (the CLI checks its options)."""
+    return _TOKEN.match(text) is not None

@@ -7,15 +7,15 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hdrpolicy import __version__, envoy, runner
-from hdrpolicy import explain as explain_decision
-from hdrpolicy.analysis import analyse
-from hdrpolicy.build import BuildError
-from hdrpolicy.compiler import OCI, SwitchFailed, compile_policy
+# Only what `fmt` and `check` need is imported here: the pre-commit hooks run
+# them on every commit.  Everything else (z3, oras, requests, jsonschema, the
+# Go build, Docker) is imported inside the command that uses it.
+from hdrpolicy import __version__, envoy
+from hdrpolicy.checker import is_token
 from hdrpolicy.diagnostics import (
     Diagnostic,
     Severity,
@@ -25,36 +25,22 @@ from hdrpolicy.diagnostics import (
     render_text,
     sort_key,
 )
-from hdrpolicy.diff import diff_policies, load_policy
-from hdrpolicy.diff import render_json as render_diff_json
-from hdrpolicy.diff import render_markdown as render_diff_markdown
-from hdrpolicy.diff import render_text as render_diff_text
-from hdrpolicy.evaluate import evaluate
 from hdrpolicy.files import write_atomically
-from hdrpolicy.fmt import format_file
-from hdrpolicy.manifests import (
-    DeployOptions,
-    ManifestError,
-    Phase,
-    TargetRef,
-    pin_manifests,
-)
-from hdrpolicy.oci import ImageError, docker_build_and_push
+from hdrpolicy.fmt import format_file, format_stdin
+from hdrpolicy.manifests import ManifestError, Phase
 from hdrpolicy.pipeline import Checked, check_file
-from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, tests_path_for
-from hdrpolicy.policytests import load as load_tests
-from hdrpolicy.push import PushError, parse_reference, push_layout
 from hdrpolicy.redact import redact
-from hdrpolicy.runner import PolicyReport
-from hdrpolicy.sarif import render_sarif
-from hdrpolicy.serve import ServeOptions, serve
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
+
+if TYPE_CHECKING:
+    pass
 
 app = typer.Typer(
     name="hdrpolicy",
     help="Compile header policies into Envoy proxy-wasm plug-ins.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 
@@ -100,9 +86,8 @@ def _written(path: Path, text: str) -> bool:
 
 
 def _progress(message: str) -> None:
-    """Progress for long steps, on a terminal only: CI logs and pipes stay quiet."""
-    if sys.stderr.isatty():
-        _err(f"… {message}")
+    """One line per long step, on a terminal and in CI logs alike (a silent minute looks hung)."""
+    typer.echo(f"… {message}", err=True)
 
 
 def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
@@ -118,6 +103,24 @@ def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
         if counts[Severity.NOTE]:
             summary += f", {counts[Severity.NOTE]} note(s)"
         _err(summary)
+
+
+STDIN = Path("-")
+
+
+def _policy_files(paths: list[Path]) -> list[Path]:
+    """The files named, a directory standing for every `.hp` file below it (sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path != STDIN and path.is_dir():
+            found = sorted(p for p in path.rglob("*.hp") if p.is_file())
+            if not found:
+                _err(f"error: no policy files (.hp) below `{path}`")
+                raise typer.Exit(FAILED)
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
 
 
 def _read_checked(path: Path) -> Checked | None:
@@ -138,6 +141,8 @@ def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
     """Add the analysis warnings (errors with --strict) to a policy that checked clean."""
     if not checked.ok or checked.policy is None or budget_ms <= 0:
         return checked
+    from hdrpolicy.analysis import analyse  # z3: only when the analysis runs
+
     findings = analyse(checked.policy, checked.source, budget_ms)
     if strict:
         findings = [
@@ -150,7 +155,9 @@ def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
 
 @app.command()
 def check(
-    policies: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
+    policies: Annotated[
+        list[Path], typer.Argument(help="Policy files (.hp), or directories to search for them.")
+    ],
     output_format: Annotated[
         CheckFormat, typer.Option("--format", help="Diagnostics as text, JSON or SARIF 2.1.0.")
     ] = CheckFormat.TEXT,
@@ -158,13 +165,13 @@ def check(
         bool, typer.Option("--strict", help="Analysis findings are errors, not warnings.")
     ] = False,
     budget_ms: Annotated[
-        int, typer.Option(help="Time for the rule analysis per policy; 0 turns it off.")
+        int, typer.Option(min=0, help="Time for the rule analysis per policy; 0 turns it off.")
     ] = ANALYSIS_BUDGET_MS,
 ) -> None:
     """Check policies: errors, then exact rule analysis; exit 1 if anything is an error."""
     results = []
     unreadable = False
-    for path in policies:
+    for path in _policy_files(policies):
         checked = _read_checked(path)
         if checked is None:
             unreadable = True
@@ -172,6 +179,8 @@ def check(
             results.append(_analysed(checked, budget_ms, strict))
     items = [(c.source, d) for c in results for d in c.diagnostics]
     if output_format is CheckFormat.SARIF:
+        from hdrpolicy.sarif import render_sarif
+
         typer.echo(render_sarif(items))
     else:
         _print_diagnostics(results, OutputFormat(output_format.value))
@@ -184,14 +193,20 @@ def check(
 
 @app.command(name="fmt")
 def fmt_command(
-    files: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Policy files (.hp), directories, or `-`: standard input to output."),
+    ],
     check_only: Annotated[
         bool, typer.Option("--check", help="Change nothing; print the diff and exit 1.")
     ] = False,
 ) -> None:
     """Rewrite policies in the canonical layout (comments kept, meaning unchanged)."""
     failed = False
-    for path in files:
+    for path in _policy_files(files):
+        if path == STDIN:
+            failed |= not _format_stdin(check_only)
+            continue
         try:
             formatted = format_file(path)
         except OSError as exc:
@@ -217,6 +232,23 @@ def fmt_command(
         raise typer.Exit(FAILED)
 
 
+def _format_stdin(check_only: bool) -> bool:
+    """`fmt -`: the formatted text on standard output (`--check`: the diff, if any)."""
+    formatted = format_stdin(sys.stdin.buffer.read())
+    if formatted.text is None:
+        for d in formatted.diagnostics:
+            _err(render_text(formatted.source, d) + "\n")
+        _err("error: standard input has errors and was not formatted")
+        return False
+    if not check_only:
+        typer.echo(formatted.text, nl=False)
+        return True
+    if formatted.changed:
+        typer.echo(formatted.diff(), nl=False)
+        return False
+    return True
+
+
 class DiffFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -235,10 +267,12 @@ def diff_command(
 
     Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is invalid.
     """
+    from hdrpolicy import diff
+
     loaded = []
     for spec in (old, new):
         try:
-            checked = load_policy(spec)
+            checked = diff.load_policy(spec)
         except OSError as exc:
             _err(f"error: cannot read `{spec}`: {exc.strerror or exc}")
             raise typer.Exit(INVALID) from None
@@ -246,11 +280,11 @@ def diff_command(
             _print_diagnostics([checked], OutputFormat.TEXT)
             raise typer.Exit(INVALID)
         loaded.append(checked.policy)
-    result = diff_policies(loaded[0], loaded[1])
+    result = diff.diff_policies(loaded[0], loaded[1])
     render = {
-        DiffFormat.TEXT: render_diff_text,
-        DiffFormat.JSON: render_diff_json,
-        DiffFormat.MARKDOWN: render_diff_markdown,
+        DiffFormat.TEXT: diff.render_text,
+        DiffFormat.JSON: diff.render_json,
+        DiffFormat.MARKDOWN: diff.render_markdown,
     }[output_format]
     typer.echo(render(result, old, new), nl=False)
     if not result.equivalent:
@@ -259,6 +293,7 @@ def diff_command(
 
 @app.command(name="compile")
 def compile_command(
+    ctx: typer.Context,
     policy: Annotated[Path, typer.Argument(help="The policy file (.hp).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")] = Path("dist"),
     toolchain: Annotated[
@@ -298,7 +333,7 @@ def compile_command(
         typer.Option("--docker", help="With --push: build and push with a Docker engine."),
     ] = False,
     analysis_budget_ms: Annotated[
-        int, typer.Option(help="Time for the rule analysis's warnings; 0 turns it off.")
+        int, typer.Option(min=0, help="Time for the rule analysis's warnings; 0 turns it off.")
     ] = COMPILE_ANALYSIS_BUDGET_MS,
     envoy_address: Annotated[
         str, typer.Option(help="envoy.yaml: the listener's IP address.")
@@ -319,9 +354,16 @@ def compile_command(
     ] = None,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
+    from hdrpolicy.build import BuildError
+    from hdrpolicy.compiler import SwitchFailed, compile_policy
+    from hdrpolicy.manifests import DeployOptions, TargetRef
+    from hdrpolicy.oci import ImageError
+    from hdrpolicy.push import PushError, parse_reference
+
     if docker and push is None:
         _err("error: --docker goes with --push REF")
         raise typer.Exit(FAILED)
+    _refuse_ignored_options(ctx, no_build=no_build, push=push is not None)
     try:
         deploy = DeployOptions(
             namespace=namespace,
@@ -385,8 +427,53 @@ def compile_command(
             _push(out, push, username, password, plain_http, insecure, force)
 
 
+# What each option needs: `--no-build` writes no image and no manifests, and
+# the registry options only mean something to `--push`.
+_NEEDS_BUILD = (
+    "push",
+    "docker",
+    "namespace",
+    "selector",
+    "target_ref",
+    "phase",
+    "priority",
+    "pull_secret",
+    "fail_open",
+)
+_NEEDS_PUSH = ("username", "password_stdin", "plain_http", "insecure", "force")
+
+
+def _refuse_ignored_options(ctx: typer.Context, *, no_build: bool, push: bool) -> None:
+    """An option that would be silently ignored is an error: the user meant something."""
+
+    def given(name: str) -> str | None:
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name == "DEFAULT":
+            return None
+        param = next(p for p in ctx.command.params if p.name == name)
+        return max(param.opts, key=len)
+
+    if no_build:
+        ignored = [opt for name in _NEEDS_BUILD if (opt := given(name))]
+        if ignored:
+            _err(
+                f"error: --no-build writes no image and no manifests, so {', '.join(ignored)} "
+                "would do nothing; drop them, or drop --no-build"
+            )
+            raise typer.Exit(FAILED)
+    if not push:
+        ignored = [opt for name in _NEEDS_PUSH if (opt := given(name))]
+        if ignored:
+            verb = "goes" if len(ignored) == 1 else "go"
+            _err(f"error: {', '.join(ignored)} {verb} with --push REF")
+            raise typer.Exit(FAILED)
+
+
 def _docker_push(out: Path, ref: str) -> None:
     """Build the generated Dockerfile with a Docker engine, push it, pin the manifests."""
+    from hdrpolicy.manifests import pin_manifests
+    from hdrpolicy.oci import ImageError, docker_build_and_push
+
     _progress(f"building and pushing {ref} with Docker")
     try:
         digest = docker_build_and_push(out, ref)
@@ -427,6 +514,12 @@ def _push(
     force: bool,
 ) -> None:
     """Push DIR/oci to REF, verify it, and pin the manifests to the digest."""
+    from hdrpolicy.compiler import OCI
+    from hdrpolicy.manifests import pin_manifests
+    from hdrpolicy.push import PushError, parse_reference, push_layout, tag_given
+
+    if not tag_given(ref):
+        _err(f"note: `{ref}` names no tag: pushing it as `{ref}:latest`")
     try:
         _progress(f"pushing to {parse_reference(ref)}")
         pushed = push_layout(
@@ -459,8 +552,10 @@ def push_command(
     force: Force = False,
 ) -> None:
     """Push DIR/oci to REF, print its digest, and pin DIR's manifests to it."""
+    from hdrpolicy.compiler import OCI
+
     if not (directory / OCI).is_dir():
-        _err(f"error: `{directory / OCI}` does not exist; run `hdrpolicy compile` first")
+        _err(f"error: {_why_no_image(directory)}")
         raise typer.Exit(FAILED)
     try:
         password = _password(password_stdin)
@@ -470,21 +565,45 @@ def push_command(
     _push(directory, ref, username, password, plain_http, insecure, force)
 
 
+def _why_no_image(directory: Path) -> str:
+    """Why DIR has no `oci/`, in the words of what the user did."""
+    if not (directory / "main.go").is_file():
+        return (
+            f"`{directory}` holds no compiled policy: run `hdrpolicy compile POLICY -o {directory}`"
+        )
+    if (directory / "nottinygc.go").is_file():
+        return (
+            f"`{directory}` holds the tinygo target's Go sources but no plugin.wasm: it was "
+            "compiled with --no-build, or without `tinygo` on PATH; compile again with TinyGo "
+            "0.33+ installed, or with `--toolchain go` (Envoy 1.33+ / Istio 1.25+)"
+        )
+    return (
+        f"`{directory}` holds Go sources but no plugin.wasm (compiled with --no-build); "
+        "compile again without it"
+    )
+
+
 @app.command()
 def explain(
     policy: Annotated[Path, typer.Argument(help="The policy file (.hp).")],
     header: Annotated[
         list[str] | None,
-        typer.Option("--header", "-H", help="A request header NAME=VALUE; repeat for more."),
+        typer.Option(
+            "--header", "-H", help="A request header, `NAME=VALUE` or `NAME: VALUE`; repeatable."
+        ),
     ] = None,
-    method: Annotated[str, typer.Option(help="The request method.")] = DEFAULT_METHOD,
-    path: Annotated[str, typer.Option(help="The request path (with any query).")] = DEFAULT_PATH,
-    host: Annotated[str, typer.Option(help="The request authority.")] = DEFAULT_HOST,
+    # A test case's defaults (`policytests.DEFAULT_*`, which imports yaml: not loaded here).
+    method: Annotated[str, typer.Option(help="The request method.")] = "GET",
+    path: Annotated[str, typer.Option(help="The request path (with any query).")] = "/",
+    host: Annotated[str, typer.Option(help="The request authority.")] = "localhost",
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text or json.")
     ] = OutputFormat.TEXT,
 ) -> None:
     """Show what the policy decides for one request, and why (rule by rule)."""
+    from hdrpolicy import explain as explain_decision
+    from hdrpolicy.evaluate import evaluate
+
     checked = _read_checked(policy)
     if checked is None:
         raise typer.Exit(FAILED)
@@ -496,11 +615,11 @@ def explain(
         (b":path", path.encode("utf-8", "surrogateescape")),
         (b":authority", host.encode("utf-8", "surrogateescape")),
     ]
+    if not is_token(method):
+        _err(f"error: `--method {method}` is not an HTTP method (a token such as GET)")
+        raise typer.Exit(FAILED)
     for item in header or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            _err(f"error: `--header {item}` is not NAME=VALUE")
-            raise typer.Exit(FAILED)
+        name, value = _header_option(item)
         # A byte the terminal passed that is not UTF-8 is sent as that byte.
         pairs.append(
             (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
@@ -512,13 +631,36 @@ def explain(
         typer.echo(explain_decision.render_text(checked.source, decision))
 
 
+def _header_option(item: str) -> tuple[str, str]:
+    """`NAME=VALUE`, or curl's `NAME: VALUE`: whichever separator comes first.
+
+    Neither `=` nor `:` can be part of a header name, so the first one ends it.
+    """
+    cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
+    if cut < 0:
+        _err(f"error: `--header {item}` is not NAME=VALUE or NAME: VALUE")
+        raise typer.Exit(FAILED)
+    name, value = item[:cut], item[cut + 1 :]
+    if item[cut] == ":":
+        value = value.lstrip(" \t")  # as curl sends it
+    if not is_token(name):
+        _err(
+            f"error: `--header {item}`: `{name}` is not a header name "
+            "(letters, digits and !#$%&'*+-.^_`|~)"
+        )
+        raise typer.Exit(FAILED)
+    return name, value
+
+
 class Proxy(StrEnum):
     ENVOY = "envoy"
 
 
 @app.command(name="test")
 def test_command(
-    policies: Annotated[list[Path], typer.Argument(help="Policy files (.hp).")],
+    policies: Annotated[
+        list[Path], typer.Argument(help="Policy files (.hp), or directories to search for them.")
+    ],
     tests: Annotated[
         Path | None,
         typer.Option(help="The test file (default: POLICY.tests.yaml beside the policy)."),
@@ -538,6 +680,11 @@ def test_command(
     ] = None,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
+    from hdrpolicy import runner
+    from hdrpolicy.policytests import load as load_tests
+    from hdrpolicy.policytests import tests_path_for
+
+    policies = _policy_files(policies)
     if tests is not None and len(policies) != 1:
         _err("error: --tests goes with exactly one policy")
         raise typer.Exit(FAILED)
@@ -547,7 +694,7 @@ def test_command(
         except envoy.EnvoyMissing as exc:
             _err(f"error: {exc.message}")
             raise typer.Exit(FAILED) from None
-    unreadable: dict[int, PolicyReport] = {}
+    unreadable: dict[int, runner.PolicyReport] = {}
     jobs = []
     for i, policy in enumerate(policies):
         checked = _read_checked(policy)
@@ -558,7 +705,7 @@ def test_command(
             jobs.append((checked, load_tests(tests_file)))
         except OSError as exc:
             error = f"cannot read `{tests_file}`: {exc.strerror}"
-            unreadable[i] = PolicyReport(checked, None, error=error)
+            unreadable[i] = runner.PolicyReport(checked, None, error=error)
     try:
         ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
     except envoy.EnvoyError as exc:
@@ -601,6 +748,9 @@ def run_command(
     ),
 ) -> None:
     """Serve POLICY in a real Envoy in front of UPSTREAM until Ctrl-C."""
+    from hdrpolicy.build import BuildError
+    from hdrpolicy.serve import ServeOptions, serve
+
     checked = _read_checked(policy)
     if checked is None:
         raise typer.Exit(FAILED)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
+from hdrpolicy.cache import cache_root
 from hdrpolicy.emit import emit
 from hdrpolicy.files import (
     STAGING_MARKER,
@@ -99,11 +100,6 @@ def compile_policy(
         result.removed = _swap_into_place(staging, out_dir, produced)
         result.written = produced
     return result
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hdrpolicy"
 
 
 def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> Path:

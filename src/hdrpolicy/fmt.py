@@ -17,7 +17,9 @@ Canonical layout:
   indented by four spaces;
 * comments stay where they were: an own-line comment above the statement
   after it, a trailing comment after its statement (two spaces before `#`);
-  a comment inside a statement that spans several lines moves above it;
+  a rule with comments inside it is broken before each top-level `and`/`or`
+  (as a long one is), each comment staying after, or on its own line before,
+  the part of the condition it was next to;
 * blank lines between statements collapse to at most one;
 * lines end with LF, or CRLF in a file whose every line ends with CRLF (a lone
   CR ends a line too, and becomes LF).
@@ -102,6 +104,14 @@ def format_file(path: Path) -> Formatted:
     return format_source(source.text, str(path), path.stem)
 
 
+def format_stdin(raw: bytes) -> Formatted:
+    """Format policy text read from standard input (`fmt -`)."""
+    source, read_diags = Source.decode("<stdin>", raw)
+    if read_diags:
+        return Formatted(source, None, read_diags)
+    return format_source(source.text, source.path)
+
+
 def check_formatted(path: Path) -> str | None:
     """The diff `fmt` would apply to `path`, or None when it is formatted.
 
@@ -134,6 +144,9 @@ class _Item:
     last_line: int
     lines: list[str]
     trailing: list[str] = field(default_factory=list)
+    # Comments inside a multi-line rule: after line i, or on their own line above it.
+    after: dict[int, list[str]] = field(default_factory=dict)
+    above: dict[int, list[str]] = field(default_factory=dict)
     is_policy: bool = False
     key: tuple[int, int, int] = (0, 0, 0)
 
@@ -155,22 +168,58 @@ def _layout(policy: ir.Policy, source: Source) -> str:
                 is_policy=True,
             )
         )
+    placed: set[int] = set()
     for rule in policy.rules:
-        statements.append(_Item(rule.span.line, rule.span.end_line, rule_lines(rule)))
+        statements.append(_rule_item(rule, source, placed))
     if policy.default is not None:
         d = policy.default
         statements.append(_Item(d.span.line, d.span.end_line, default_lines(d)))
-    items = _attach_comments(statements, source)
+    items = _attach_comments(statements, source, placed)
     return _join(items, source)
 
 
-def _attach_comments(statements: list[_Item], source: Source) -> list[_Item]:
+def _comments(source: Source, start: int, end: int) -> list[tuple[int, str]]:
+    """(offset, text) of each comment that starts between two offsets."""
+    return [
+        (m.start(), m.group().rstrip())
+        for m in _TOKENS.finditer(source.text)
+        if m.group().startswith("#") and start <= m.start() < end
+    ]
+
+
+def _rule_item(rule: ir.Rule, source: Source, placed: set[int]) -> _Item:
+    """A rule's lines, with the comments inside it kept next to the code they were next to.
+
+    Comments on its last line trail the whole statement (`_attach_comments`);
+    the others are inside it.  A comment after code stays after the line
+    holding the part of the rule it followed; one on its own line goes above
+    the line holding the part it preceded, or above the rule if that part has
+    no line of its own.
+    """
+    last_line_start = source.text.rfind("\n", 0, rule.span.end) + 1
+    inside = _comments(source, rule.span.start, min(rule.span.end, last_line_start))
+    lines, starts = _rule_layout(rule, broken=bool(inside))
+    item = _Item(rule.span.line, rule.span.end_line, lines)
+    for offset, text in inside:
+        if _after_statement(source, offset):
+            i = max(i for i, start in enumerate(starts) if start <= offset)
+            item.after.setdefault(i, []).append(text)
+        else:
+            i = next((i for i, start in enumerate(starts) if start > offset), 0)
+            if i == 0:
+                continue  # left to `_attach_comments`: above the rule
+            item.above.setdefault(i, []).append(text)
+        placed.add(offset)
+    return item
+
+
+def _attach_comments(statements: list[_Item], source: Source, placed: set[int]) -> list[_Item]:
     """Merge comments into the statement list: trailing ones onto their statement."""
     by_end_line = {s.last_line: s for s in statements}
     items = list(statements)
     for m in _TOKENS.finditer(source.text):
         text = m.group()
-        if not text.startswith("#"):
+        if not text.startswith("#") or m.start() in placed:
             continue
         line = source.position(m.start())[0]
         owner = by_end_line.get(line)
@@ -199,9 +248,13 @@ def _join(items: list[_Item], source: Source) -> str:
         if previous is not None and (previous.is_policy or _blank_between(previous, item, source)):
             out.append("")
         lines = list(item.lines)
+        for i, texts in item.after.items():
+            lines[i] += "  " + " ".join(texts)
         if item.trailing:
             lines[-1] = lines[-1] + "  " + " ".join(item.trailing)
-        out.extend(lines)
+        for i, line in enumerate(lines):
+            out.extend(INDENT + text for text in item.above.get(i, []))
+            out.append(line)
         previous = item
     return "\n".join(out) + "\n" if out else ""
 
@@ -246,6 +299,17 @@ def rule_lines(rule: ir.Rule) -> list[str]:
     `with header` list alone makes the first line too long, it and the
     condition move to their own indented lines too.
     """
+    return _rule_layout(rule, broken=False)[0]
+
+
+def _rule_layout(rule: ir.Rule, *, broken: bool) -> tuple[list[str], list[int]]:
+    """`rule_lines`, broken even if short when `broken`; and where each line starts in
+    the source (the offset of the first part of the rule it holds)."""
+    header_start = (
+        rule.response.headers[0].span.start
+        if rule.response and rule.response.headers
+        else rule.span.start
+    )
     head = "allow" if rule.action is ir.Action.ALLOW else "deny"
     assigns = None
     if rule.response is not None:
@@ -253,24 +317,29 @@ def rule_lines(rule: ir.Rule) -> list[str]:
         head = f"{head} {status_body}"
     guard = rule.guard.value if rule.condition is not None and rule.guard is not None else None
     one_line = " ".join(p for p in (head, assigns) if p)
+    start = rule.span.start
     if rule.condition is None or guard is None:
         if assigns is None or len(one_line) <= MAX_WIDTH:
-            return [one_line]
-        return [head, f"{INDENT}{assigns}"]
+            return [one_line], [start]
+        return [head, f"{INDENT}{assigns}"], [start, header_start]
     cond = rule.condition
     line = f"{one_line} {guard} {condition_text(cond)}"
-    if len(line) <= MAX_WIDTH:
-        return [line]
+    if len(line) <= MAX_WIDTH and not (broken and isinstance(cond, ir.And | ir.Or)):
+        return [line], [start]
+    operands: list[ir.Condition] = [cond]
+    word, texts = "", [condition_text(cond)]
     if isinstance(cond, ir.And | ir.Or):
+        operands = list(cond.operands)
         word = "and" if isinstance(cond, ir.And) else "or"
-        texts = [_operand_text(op, cond) for op in cond.operands]
-    else:
-        word, texts = "", [condition_text(cond)]
+        texts = [_operand_text(op, cond) for op in operands]
+    rest = [f"{INDENT}{word} {t}" for t in texts[1:]]
+    rest_starts = [op.span.start for op in operands[1:]]
     if assigns is not None and len(f"{one_line} {guard} {texts[0]}") > MAX_WIDTH:
         first = [head, f"{INDENT}{assigns}", f"{INDENT}{guard} {texts[0]}"]
+        first_starts = [start, header_start, operands[0].span.start]
     else:
-        first = [f"{one_line} {guard} {texts[0]}"]
-    return [*first, *(f"{INDENT}{word} {t}" for t in texts[1:])]
+        first, first_starts = [f"{one_line} {guard} {texts[0]}"], [start]
+    return [*first, *rest], [*first_starts, *rest_starts]
 
 
 def condition_text(cond: ir.Condition) -> str:

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from hdrpolicy.build import BuildError, Progress, find_go, run_tool
-from hdrpolicy.compiler import cache_root
+from hdrpolicy.cache import cache_root
 
 Headers = list[tuple[bytes, bytes]]
 _SOURCES = ("main.go", "go.mod", "go.sum")

@@ -23,11 +23,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from hdrpolicy.envoy import DEFAULT_ADDRESS, DEFAULT_PORT, Plugin, Upstream, bootstrap
 from hdrpolicy.escape import visible_line
@@ -242,10 +241,13 @@ def _header(info: PluginInfo, what: str) -> str:
     ]
     if info.pushed:
         lines.append(f"# image: {yaml_comment_text(info.ref)}")
-    else:
-        lines.append("# NOT PUSHED YET: the image URL points at `unpushed.invalid`;")
-        lines.append("# run `hdrpolicy push DIR REGISTRY/REPOSITORY:TAG` to pin the pushed image.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("" if info.pushed else _NOT_PUSHED)
+
+
+_NOT_PUSHED = (
+    "# NOT PUSHED YET: the image URL points at `unpushed.invalid`;\n"
+    "# run `hdrpolicy push DIR REGISTRY/REPOSITORY:TAG` to pin the pushed image.\n"
+)
 
 
 def _annotations(info: PluginInfo) -> dict[str, str]:
@@ -264,27 +266,33 @@ _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9._/:@-]*")
 _NOT_PLAIN = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 
 
-class _Dumper(yaml.SafeDumper):
+@cache
+def _dumper() -> type[Any]:
     """PyYAML's safe dumper, with every string kubectl might misread double-quoted.
 
     PyYAML writes `1e3`, `0o17`, `y` and `n` plain because YAML 1.1 reads
     them as strings; go-yaml reads them as a number or a boolean, so a
     `--namespace` or selector value could reach the cluster as another type.
-    Double-quoted scalars escape every non-printable character.
+    Double-quoted scalars escape every non-printable character.  Built on
+    first use: `fmt` and `check` import this module but never dump YAML.
     """
+    import yaml
 
-    def represent_str(self, data: str) -> yaml.ScalarNode:
-        if _PLAIN.fullmatch(data) and data.lower() not in _NOT_PLAIN:
-            return super().represent_str(data)
-        return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+    class Dumper(yaml.SafeDumper):
+        def represent_str(self, data: str) -> yaml.ScalarNode:
+            if _PLAIN.fullmatch(data) and data.lower() not in _NOT_PLAIN:
+                return super().represent_str(data)
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
 
-
-_Dumper.add_representer(str, _Dumper.represent_str)
+    Dumper.add_representer(str, Dumper.represent_str)
+    return Dumper
 
 
 def _dump(doc: Mapping[str, Any]) -> str:
+    import yaml
+
     return yaml.dump(
-        dict(doc), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000
+        dict(doc), Dumper=_dumper(), sort_keys=False, default_flow_style=False, width=1000
     )
 
 
@@ -419,6 +427,8 @@ def write_manifests(out_dir: Path, info: PluginInfo, options: DeployOptions) -> 
 
 
 def _load(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -449,7 +459,8 @@ def pin_manifests(out_dir: Path, image_ref: str, digest: str) -> list[str]:
     """After a push: point the Kubernetes manifests at `image_ref` and pin `digest`.
 
     Everything else in them (namespace, selector, phase, …) is kept as compiled.
-    `envoy.yaml` loads a local file and is left alone.  Returns the files rewritten.
+    `envoy.yaml` loads the local plugin.wasm, so only its "not pushed" note is
+    replaced.  Returns the files pinned.
     """
     rewritten = []
     for name in (WASMPLUGIN, ENVOY_EXTENSION_POLICY):
@@ -474,4 +485,10 @@ def pin_manifests(out_dir: Path, image_ref: str, digest: str) -> list[str]:
         rewritten.append(name)
     if not rewritten:
         raise ManifestError(f"no manifests to pin in `{out_dir}`; compile the policy first")
+    envoy = out_dir / ENVOY
+    if envoy.exists():
+        text = envoy.read_text(encoding="utf-8")
+        note = f"# image: {image_ref} (pushed; this file loads the local plugin.wasm instead)\n"
+        if _NOT_PUSHED in text:
+            write_atomically(envoy, text.replace(_NOT_PUSHED, note, 1))
     return rewritten

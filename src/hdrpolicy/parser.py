@@ -7,11 +7,13 @@ file with several mistakes reports all of them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from functools import cache
 from importlib import resources
 
+import lark
 from lark import (
     Lark,
     Token,
@@ -22,6 +24,7 @@ from lark import (
     UnexpectedToken,
 )
 
+from hdrpolicy.cache import cache_root
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, did_you_mean
 from hdrpolicy.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
 
@@ -109,13 +112,29 @@ _STATEMENT_START = re.compile(r"^[ \t]*(policy|deny|allow|default)\b", re.MULTIL
 
 @cache
 def _parser() -> Lark:
+    """The LALR parser, its tables kept in the cache directory.
+
+    Building the tables takes longer than the rest of `fmt` on a small file, and
+    the pre-commit hooks start hdrpolicy on every commit.  Lark checks the
+    grammar's and its own version's hash before using the file and rebuilds it
+    otherwise; an unusable cache directory only costs the time.
+    """
     grammar = resources.files("hdrpolicy").joinpath("grammar/hdrpolicy.lark").read_text("utf-8")
+    tables: str | bool = False
+    try:
+        directory = cache_root() / "parser"
+        directory.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
+        tables = str(directory / f"lark-{lark.__version__}-{digest}.pickle")
+    except (OSError, RuntimeError):  # RuntimeError: no home directory
+        pass
     return Lark(
         grammar,
         parser="lalr",
         lexer="contextual",
         propagate_positions=True,
         maybe_placeholders=True,
+        cache=tables,
     )
 
 

@@ -133,6 +133,8 @@ def parse_reference(ref: str) -> Reference:
             ErrorKind.REFERENCE,
         )
     m = _REFERENCE.fullmatch(ref)
+    if m is None:
+        _refuse_upper_case(ref)
     if m is None or not (
         "." in m["registry"] or ":" in m["registry"] or m["registry"] == "localhost"
     ):
@@ -148,6 +150,25 @@ def parse_reference(ref: str) -> Reference:
             f"`{ref}`: port `{port}` is not a TCP port (1 to 65535)", ErrorKind.REFERENCE
         )
     return Reference(registry, m["repository"], m["tag"] or "latest")
+
+
+def _refuse_upper_case(ref: str) -> None:
+    """A reference that is only wrong in its case gets told so (Docker's own error is vague)."""
+    registry, _, rest = ref.partition("/")
+    repository, colon, tag = rest.partition(":")
+    lowered = f"{registry}/{repository.lower()}{colon}{tag}"
+    if repository != repository.lower() and _REFERENCE.fullmatch(lowered):
+        raise PushError(
+            f"`{ref}`: repository names are lower case in OCI registries (only the tag may "
+            f"have capitals); write `{lowered}`",
+            ErrorKind.REFERENCE,
+        )
+
+
+def tag_given(ref: str) -> bool:
+    """Whether REF names its tag (else `latest` is pushed, and the CLI says so first)."""
+    m = _REFERENCE.fullmatch(ref)
+    return m is not None and m["tag"] is not None
 
 
 @dataclass(frozen=True)

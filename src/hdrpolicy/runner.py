@@ -137,7 +137,11 @@ def meets(decision: Decision, expect: Expectation) -> str | None:
     have = {(k.lower(), v) for k, v in decision.headers}
     for name, value in expect.headers:
         if (name.lower().encode(), value.encode()) not in have:
-            problems.append(f"expected header {name}: {value}")
+            got = [v for k, v in decision.headers if k.lower() == name.lower().encode()]
+            actual = ", ".join(f"{name}: {v.decode('utf-8', 'replace')!r}" for v in got)
+            problems.append(
+                f"expected header {name}: {value!r} but the response has {actual or f'no {name}'}"
+            )
     return "; ".join(problems) or None
 
 
