@@ -26,6 +26,9 @@ from hdrpolicy.codec import Protocol, SentRequest
 from hdrpolicy.echo import TOKEN_HEADER, EchoServer
 from hdrpolicy.envoy import ENVOY_ENV, Envoy, find_envoy
 
+# Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
+
 TUTORIAL = EXAMPLES / "header-authorization.hp"
 ALLOWED = SentRequest("GET", "/status", "example.com", (("allow", "true"),))
 DENIED = SentRequest("GET", "/status", "example.com", (("allow", "false"),))

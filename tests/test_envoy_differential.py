@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
 from envoy_support import checked_text, envoy_with, policy_of, wasm_of
 from hdrpolicy import clients
 from hdrpolicy.codec import Protocol, SentRequest, deliver
@@ -21,6 +23,9 @@ from hdrpolicy.evaluate import evaluate
 from hdrpolicy.printer import policy_string
 from hdrpolicy.runner import describe_response, envoy_agreement
 from policy_strategies import HEADER_NAMES, PATTERNS
+
+# Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("HDRPOLICY_ENVOY_SEED", "20261125"))
 POLICIES, REQUESTS, MAX_REPORTED = 4, 80, 12

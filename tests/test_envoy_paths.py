@@ -20,6 +20,9 @@ from envoy_support import Proxy, checked_text, envoy_with, wasm_of
 from hdrpolicy import clients, codec
 from hdrpolicy.codec import Protocol, SentRequest
 
+# Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
+
 POLICY = 'deny 403 "admin" when path starts_with "/admin"\n'
 NORMALISED, RAW = "normalised", "envoy-defaults"
 

@@ -24,6 +24,9 @@ from hdrpolicy import manifests as m
 from hdrpolicy.escape import visible_line
 from hdrpolicy.golit import go_comment_text, go_string
 
+# Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
+pytestmark = pytest.mark.slow
+
 # A file name as Python sees it: any text, or bytes that need not be UTF-8.
 names = st.one_of(
     st.text(),

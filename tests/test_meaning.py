@@ -200,6 +200,7 @@ def test_a_response_without_a_body_has_no_content_type() -> None:
     assert evaluate(policy, [(b"b", b"1")]).headers == ((b"content-type", b"text/plain"),)
 
 
+@pytest.mark.slow
 def test_the_plugin_refuses_and_judges_exactly_as_the_evaluator(tmp_path: Path) -> None:
     text = "\n".join(
         [
