@@ -114,7 +114,8 @@ SECRETS = [
 
 def assert_one_clean_line(proc: subprocess.CompletedProcess[str], *expected: str) -> None:
     assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    # Progress lines (`… pushing to …`) aside, one line says what went wrong.
+    lines = [x for x in proc.stderr.strip().splitlines() if not x.startswith("… ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
     for secret in SECRETS:

@@ -518,10 +518,12 @@ def _push(
     from hdrpolicy.manifests import pin_manifests
     from hdrpolicy.push import PushError, parse_reference, push_layout, tag_given
 
-    if not tag_given(ref):
-        _err(f"note: `{ref}` names no tag: pushing it as `{ref}:latest`")
     try:
-        _progress(f"pushing to {parse_reference(ref)}")
+        # The reference is checked first: a refused one may hold credentials.
+        target = parse_reference(ref)
+        if not tag_given(ref):
+            _err(f"note: `{ref}` names no tag: pushing it as `{ref}:latest`")
+        _progress(f"pushing to {target}")
         pushed = push_layout(
             out / OCI,
             ref,

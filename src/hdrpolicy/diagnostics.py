@@ -60,6 +60,7 @@ CODES: dict[str, str] = {
     "HP212": "`policy` is not first",
     "HP213": "`ignoring case` on `matches`",
     "HP214": "response header set by the proxy",
+    "HP215": "response Envoy cannot send as written",
     "HP301": "invalid policy test file",
     # Analysis findings (warnings; `check --strict` makes them errors).
     "HP401": "rule never fires (shadowed)",
