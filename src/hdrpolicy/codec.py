@@ -237,8 +237,13 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
     Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
     protocols), a method HTTP/1.1's parser does not know, lower case included
     (400; HTTP/2 passes `get` through), and HTTP/2's connection-specific
-    headers and an `:authority` with surrounding whitespace (stream reset).
+    headers and an `:authority` with surrounding whitespace (stream reset), and
+    a `content-length` that is not one decimal number (400 / stream reset).
     """
+    lengths = [v.strip(_OWS) for k, v in request.headers if k.lower() == "content-length"]
+    if lengths and (len(set(lengths)) > 1 or not lengths[0].isdigit()):
+        reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 resets the stream"
+        return f"`content-length` is not one decimal number: {reply}"
     if "#" in request.path:
         return "the path has a fragment (`#`): Envoy answers 400"
     if protocol is Protocol.HTTP1 and request.method not in HTTP1_METHODS:

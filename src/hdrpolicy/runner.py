@@ -42,7 +42,10 @@ NATIVE_NOTE = (
 PROTOCOLS = (Protocol.HTTP1, Protocol.HTTP2)
 PROTOCOL_NAMES = {Protocol.HTTP1: "HTTP/1.1", Protocol.HTTP2: "HTTP/2"}
 # Response headers Envoy adds to a plug-in's local reply; the rest are the plug-in's.
-ENVOY_REPLY_HEADERS = frozenset({"date", "server", "content-length", "connection"})
+# (HTTP/1.1 framing: an empty local reply may come chunked rather than with a length.)
+ENVOY_REPLY_HEADERS = frozenset(
+    {"date", "server", "content-length", "connection", "transfer-encoding"}
+)
 
 
 @dataclass
