@@ -14,6 +14,7 @@ import typer
 from hdrpolicy import __version__, runner
 from hdrpolicy import explain as explain_decision
 from hdrpolicy.analysis import analyse
+from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS
 from hdrpolicy.build import BuildError
 from hdrpolicy.compiler import OCI, compile_policy
 from hdrpolicy.diagnostics import (
@@ -59,9 +60,26 @@ app = typer.Typer(
 
 # Exit statuses.
 OK, FAILED, INVALID, SKIPPED_BUILD = 0, 1, 2, 3
-# The rule analysis's time per policy in `check`, and (smaller) in `compile`.
-ANALYSIS_BUDGET_MS = 10_000
-COMPILE_ANALYSIS_BUDGET_MS = 2_000
+# The rule analysis's wall-clock safety net in `check`/`diff`, and (smaller) in `compile`;
+# its real limit is the deterministic step budget (`budget.DEFAULT_STEPS`).
+ANALYSIS_CEILING_MS = DEFAULT_CEILING_MS
+COMPILE_ANALYSIS_CEILING_MS = 30_000
+BudgetSteps = Annotated[
+    int,
+    typer.Option(
+        "--budget",
+        help="Work the rule analysis may do per policy, in counted steps (the same result on "
+        "any machine); 0 turns it off.",
+    ),
+]
+CeilingMs = Annotated[
+    int,
+    typer.Option(
+        "--budget-ms",
+        help="Wall-clock safety net for the analysis, in ms (reported as HP405 if reached); "
+        "0 turns the analysis off.",
+    ),
+]
 
 
 # Registry options, shared by `compile --push` and `push`.
@@ -122,11 +140,11 @@ class CheckFormat(StrEnum):
     SARIF = "sarif"
 
 
-def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
+def _analysed(checked: Checked, steps: int, ceiling_ms: int, strict: bool) -> Checked:
     """Add the analysis warnings (errors with --strict) to a policy that checked clean."""
-    if not checked.ok or checked.policy is None or budget_ms <= 0:
+    if not checked.ok or checked.policy is None or steps <= 0 or ceiling_ms <= 0:
         return checked
-    findings = analyse(checked.policy, checked.source, budget_ms)
+    findings = analyse(checked.policy, checked.source, steps, ceiling_ms)
     if strict:
         findings = [
             dataclasses.replace(d, severity=Severity.ERROR) if d.severity is Severity.WARNING else d
@@ -145,9 +163,8 @@ def check(
     strict: Annotated[
         bool, typer.Option("--strict", help="Analysis findings are errors, not warnings.")
     ] = False,
-    budget_ms: Annotated[
-        int, typer.Option(help="Time for the rule analysis per policy; 0 turns it off.")
-    ] = ANALYSIS_BUDGET_MS,
+    budget: BudgetSteps = DEFAULT_STEPS,
+    budget_ms: CeilingMs = ANALYSIS_CEILING_MS,
 ) -> None:
     """Check policies: errors, then exact rule analysis; exit 1 if anything is an error."""
     results = []
@@ -157,7 +174,7 @@ def check(
         if checked is None:
             unreadable = True
         else:
-            results.append(_analysed(checked, budget_ms, strict))
+            results.append(_analysed(checked, budget, budget_ms, strict))
     items = [(c.source, d) for c in results for d in c.diagnostics]
     if output_format is CheckFormat.SARIF:
         typer.echo(render_sarif(items))
@@ -217,10 +234,13 @@ def diff_command(
     output_format: Annotated[
         DiffFormat, typer.Option("--format", help="text, json or markdown (for a PR comment).")
     ] = DiffFormat.TEXT,
+    budget: BudgetSteps = DEFAULT_STEPS,
+    budget_ms: CeilingMs = ANALYSIS_CEILING_MS,
 ) -> None:
     """What changes in behaviour from OLD to NEW, each with a witness request.
 
-    Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is invalid.
+    Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is
+    invalid or the comparison could not be finished (it says why).
     """
     loaded = []
     for spec in (old, new):
@@ -233,13 +253,18 @@ def diff_command(
             _print_diagnostics([checked], OutputFormat.TEXT)
             raise typer.Exit(INVALID)
         loaded.append(checked.policy)
-    result = diff_policies(loaded[0], loaded[1])
+    if budget <= 0 or budget_ms <= 0:
+        _err("error: `diff` needs a positive --budget and --budget-ms")
+        raise typer.Exit(INVALID)
+    result = diff_policies(loaded[0], loaded[1], steps=budget, ceiling_ms=budget_ms)
     render = {
         DiffFormat.TEXT: render_diff_text,
         DiffFormat.JSON: render_diff_json,
         DiffFormat.MARKDOWN: render_diff_markdown,
     }[output_format]
     typer.echo(render(result, old, new), nl=False)
+    if not result.complete:
+        raise typer.Exit(INVALID)
     if not result.equivalent:
         raise typer.Exit(FAILED)
 
@@ -284,9 +309,12 @@ def compile_command(
         bool,
         typer.Option("--docker", help="With --push: build and push with a Docker engine."),
     ] = False,
+    analysis_budget: Annotated[
+        int, typer.Option(help="Steps for the rule analysis's warnings; 0 turns it off.")
+    ] = DEFAULT_STEPS,
     analysis_budget_ms: Annotated[
-        int, typer.Option(help="Time for the rule analysis's warnings; 0 turns it off.")
-    ] = COMPILE_ANALYSIS_BUDGET_MS,
+        int, typer.Option(help="Wall-clock safety net for the analysis, in ms; 0 turns it off.")
+    ] = COMPILE_ANALYSIS_CEILING_MS,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     if docker and push is None:
@@ -323,7 +351,7 @@ def compile_command(
             _err(exc.output)
         raise typer.Exit(FAILED) from None
     if result.checked.ok:
-        _analysed(result.checked, analysis_budget_ms, strict=False)
+        _analysed(result.checked, analysis_budget, analysis_budget_ms, strict=False)
     _print_diagnostics([result.checked], OutputFormat.TEXT)
     if not result.checked.ok:
         raise typer.Exit(FAILED)
