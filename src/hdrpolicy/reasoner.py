@@ -46,7 +46,7 @@ class _Solver:
     """A z3 solver over some subjects (None: all, with every rule definition), and its limits."""
 
     def __init__(self, keys: frozenset[str] | None) -> None:
-        self.z3 = z3.SolverFor("QF_FD")
+        self.z3 = z3.SimpleSolver()
         self.keys = keys
         self.rlimit: int | None = None
         self.timeout: int | None = None
@@ -264,6 +264,8 @@ class Reasoner:
             result = self._check(solver, assumptions)
             if result == z3.unsat:
                 return Answer("unknown" if uncertain else "unsat")
+            if result != z3.sat:
+                return Answer("unknown")
             if not witness and not inexact:
                 return Answer("sat")
             model = solver.z3.model()
@@ -313,9 +315,8 @@ class Reasoner:
         before = _rlimit_count(solver.z3)
         result = solver.z3.check(*assumptions)
         budget.charge(QUERY + _rlimit_count(solver.z3) - before)
-        if result == z3.unknown:
-            # The limit was hit, but by less than the charge saw: a ceiling or z3 itself.
-            raise BudgetSpent(ceiling=budget.left_ms <= 0)
+        if result == z3.unknown and budget.left_ms <= 0:
+            raise BudgetSpent(ceiling=True)
         return result
 
     def _vector(self, model: z3.ModelRef, key: str) -> tuple[bool, ...]:
