@@ -266,6 +266,8 @@ def test_word_boundaries_are_analysed_exactly() -> None:
     [finding] = found
     assert (finding.code, finding.span.line) == ("HP401", 2)
     assert evaluate(policy, _witness(finding)).rule is policy.rules[0]
+
+
 def test_generated_200_rule_policy_is_analysed_completely() -> None:
     """The bench's policy: every finding decided (no HP405); timing is the bench's job."""
     spec = importlib.util.spec_from_file_location(
@@ -280,5 +282,3 @@ def test_generated_200_rule_policy_is_analysed_completely() -> None:
     for d in found[:20]:
         decision = evaluate(policy, _witness(d))
         assert decision.allowed and decision.rule is not None
-
-

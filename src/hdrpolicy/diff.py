@@ -54,13 +54,13 @@ class Outcome:
             d.allowed, d.status, d.body.decode("utf-8", "replace"), line, d.is_default, headers
         )
 
-    def response(self, with_headers: bool = False) -> str:
-        """`allowed`, or `denied 403 "body"` (and its headers, when they are what changed)."""
+    def response(self, headers: tuple[tuple[str, str], ...] = ()) -> str:
+        """`allowed`, or `denied 403 "body"` (with `headers`: the ones that changed)."""
         if self.allowed:
             return "allowed"
-        out = f"denied {self.status} {policy_string(self.body)}"
-        if with_headers:
-            out += " with " + ", ".join(f"{k}: {policy_string(v)}" for k, v in self.headers)
+        out = f"denied {self.status}" + (f" {policy_string(self.body)}" if self.body else "")
+        if headers:
+            out += " with " + ", ".join(f"{k}: {policy_string(v)}" for k, v in headers)
         return out
 
     def by(self) -> str:
@@ -68,8 +68,8 @@ class Outcome:
             return f"by the rule at line {self.line}"
         return "by the default" if self.is_default else "(no rule fired)"
 
-    def describe(self, with_headers: bool = False) -> str:
-        return f"{self.response(with_headers)} {self.by()}"
+    def describe(self, headers: tuple[tuple[str, str], ...] = ()) -> str:
+        return f"{self.response(headers)} {self.by()}"
 
 
 @dataclass(frozen=True)
@@ -82,19 +82,23 @@ class Change:
     witness: Headers
     confirmed: bool
 
-    @property
-    def headers_changed(self) -> bool:
-        """Two denies with the same status and body: what changed is the headers."""
-        return (
+    def sides(self) -> tuple[str, str]:
+        """Before and after; two denies alike but for headers name the headers that differ."""
+        alike = (
             not self.old.allowed
             and not self.new.allowed
             and (self.old.status, self.old.body) == (self.new.status, self.new.body)
         )
+        if not alike:
+            return self.old.describe(), self.new.describe()
+        old = tuple(h for h in self.old.headers if h not in self.new.headers)
+        new = tuple(h for h in self.new.headers if h not in self.old.headers)
+        return self.old.describe(old), self.new.describe(new)
 
     def describe(self) -> str:
         """`denied 403 "a" by the rule at line 2 → denied 403 "b" by the rule at line 3`."""
-        headers = self.headers_changed
-        return f"{self.old.describe(headers)} → {self.new.describe(headers)}"
+        before, after = self.sides()
+        return f"{before} → {after}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -313,9 +317,7 @@ def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
     for c in result.changes:
         witness = render_request(c.witness).replace("|", "\\|")
         mark = "" if c.confirmed else " ⚠ unconfirmed"
-        headers = c.headers_changed
-        before = c.old.describe(headers).replace("|", "\\|")
-        after = c.new.describe(headers).replace("|", "\\|")
+        before, after = (side.replace("|", "\\|") for side in c.sides())
         out.append(f"| {c.kind}{mark} | {before} | {after} | `{witness}` |")
     if result.incomplete is not None:
         out += ["", f"**Incomplete:** {result.incomplete}; there may be more changes."]
