@@ -37,6 +37,7 @@ MAX_WITNESSES = 3
 # whole decisions, which readings can combine differently.
 ALL_REQUESTS = "this holds for every request, repeated headers included"
 ONE_EACH = "for requests that send each header once"
+STOPPED = "analysis stopped"
 
 
 @dataclass
@@ -100,14 +101,14 @@ class _Analysis:
         b = self.budget
         if exc.ceiling:
             message = (
-                f"analysis stopped at this rule: it ran past its wall-clock ceiling of "
+                f"{STOPPED} at this rule: it ran past its wall-clock ceiling of "
                 f"{b.ceiling_ms / 1000:g} s, a safety net that only a pathological policy or "
                 "an overloaded machine reaches; this rule and the ones after it were not analysed"
             )
             help = f"raise the ceiling with `--budget-ms` (now {b.ceiling_ms})"
         else:
             message = (
-                f"analysis stopped at this rule: its budget of {b.steps} steps is spent; "
+                f"{STOPPED} at this rule: its budget of {b.steps} steps is spent; "
                 "this rule and the ones after it were not analysed"
             )
             help = (
@@ -388,6 +389,11 @@ def _by(policy: ir.Policy, decision: Decision) -> str:
 
 def _same(a: Decision, b: Decision) -> bool:
     return (a.allowed, a.status, a.body, a.headers) == (b.allowed, b.status, b.body, b.headers)
+
+
+def is_stop(d: Diagnostic) -> bool:
+    """The HP405 that says the analysis stopped before the end (budget or ceiling)."""
+    return d.code == "HP405" and d.message.startswith(STOPPED)
 
 
 def analyse(

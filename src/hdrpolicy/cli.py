@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from hdrpolicy import __version__, runner
+from hdrpolicy import __version__, runner, suppress
 from hdrpolicy import explain as explain_decision
-from hdrpolicy.analysis import analyse
+from hdrpolicy.analysis import analyse, is_stop
 from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS
 from hdrpolicy.build import BuildError
 from hdrpolicy.compiler import OCI, compile_policy
@@ -112,7 +112,10 @@ def _progress(message: str) -> None:
 
 
 def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
-    items: list[tuple[Source, Diagnostic]] = [(c.source, d) for c in results for d in c.diagnostics]
+    everything = [(c.source, d) for c in results for d in c.diagnostics]
+    # Suppressed findings show in SARIF only (marked as such), never here.
+    items: list[tuple[Source, Diagnostic]] = [(s, d) for s, d in everything if not d.suppression]
+    suppressed = len(everything) - len(items)
     if fmt is OutputFormat.JSON:
         typer.echo(render_json(items))
         return
@@ -123,7 +126,11 @@ def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
         summary = f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s)"
         if counts[Severity.NOTE]:
             summary += f", {counts[Severity.NOTE]} note(s)"
+        if suppressed:
+            summary += f", {suppressed} suppressed"
         _err(summary)
+    elif suppressed:
+        _err(f"{suppressed} suppressed")
 
 
 def _read_checked(path: Path) -> Checked | None:
@@ -141,13 +148,22 @@ class CheckFormat(StrEnum):
 
 
 def _analysed(checked: Checked, steps: int, ceiling_ms: int, strict: bool) -> Checked:
-    """Add the analysis warnings (errors with --strict) to a policy that checked clean."""
-    if not checked.ok or checked.policy is None or steps <= 0 or ceiling_ms <= 0:
+    """Add the analysis warnings (errors with --strict) to a policy that checked clean.
+
+    Suppression comments are read (and checked) even with the analysis off.
+    """
+    if not checked.ok or checked.policy is None:
         return checked
-    findings = analyse(checked.policy, checked.source, steps, ceiling_ms)
+    suppressions, findings = suppress.collect(checked.source, checked.policy)
+    if steps > 0 and ceiling_ms > 0:
+        found = analyse(checked.policy, checked.source, steps, ceiling_ms)
+        complete = not any(is_stop(d) for d in found)
+        findings += suppress.apply(suppressions, found, complete)
     if strict:
         findings = [
-            dataclasses.replace(d, severity=Severity.ERROR) if d.severity is Severity.WARNING else d
+            dataclasses.replace(d, severity=Severity.ERROR)
+            if d.severity is Severity.WARNING and not d.suppression
+            else d
             for d in findings
         ]
     checked.diagnostics = sorted([*checked.diagnostics, *findings], key=sort_key)
