@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from hdrpolicy import __version__, runner, suppress
+from hdrpolicy import __version__, runner, suppress, testcoverage
 from hdrpolicy import explain as explain_decision
 from hdrpolicy.analysis import analyse, is_stop
 from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS
@@ -529,6 +529,12 @@ def test_command(
     toolchain: Annotated[
         ToolchainName, typer.Option(help="Which target's plug-in to run the cases on.")
     ] = ToolchainName.GO,
+    coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage", help="Also report the rules and condition sides no case exercises."
+        ),
+    ] = False,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
     if tests is not None and len(policies) != 1:
@@ -563,10 +569,16 @@ def test_command(
         )
         for d in items:
             _err(render_text(source, d) + "\n")
+    measured = testcoverage.of_reports(reports) if coverage else []
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps(runner.to_json(reports), indent=2))
+        data = runner.to_json(reports)
+        if coverage:
+            data["coverage"] = [testcoverage.to_json(m) for m in measured]
+        typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(runner.render_text(reports))
+        for m in measured:
+            typer.echo(testcoverage.render_text(m))
     if junit_xml is not None:
         write_atomically(junit_xml, runner.to_junit(reports))
     if not all(r.ok for r in reports):
