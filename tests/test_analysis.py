@@ -15,7 +15,7 @@ from hdrpolicy import ir, resyntax
 from hdrpolicy.analysis import analyse
 from hdrpolicy.budget import DEFAULT_STEPS
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source
-from hdrpolicy.evaluate import evaluate, fires
+from hdrpolicy.evaluate import Decision, evaluate, fires
 from hdrpolicy.pipeline import check_source
 from hdrpolicy.regular import Algebra, Re, Unsupported
 
@@ -282,3 +282,108 @@ def test_generated_200_rule_policy_is_analysed_completely() -> None:
     for d in found[:20]:
         decision = evaluate(policy, _witness(d))
         assert decision.allowed and decision.rule is not None
+
+
+def test_hp401_headline_and_witness_name_the_same_rules() -> None:
+    text = (
+        'deny 403 "a" when header a exists\n'
+        'deny 403 "b" when header b == "1"\n'
+        'deny 403 "c" when header b exists\n'
+        'deny 401 "d" when header b == "1" and header c exists\n'
+    )
+    policy, found = _analyse(text)
+    [shadowed] = [d for d in found if d.code == "HP401"]
+    assert shadowed.span.line == 4
+    # Line 3 overlaps line 4 but never decides a request line 4 fires on: not named.
+    assert (
+        shadowed.message
+        == "rule never fires: the rules at lines 1 and 2 decide first (one or another)"
+    )
+    witness = _witness(shadowed)
+    decider = evaluate(policy, witness).rule
+    assert decider is not None and decider.span.line in (1, 2)
+    assert f"is decided by the rule at line {decider.span.line}, although" in shadowed.notes[0]
+    assert fires(policy.rules[3], evaluate(policy, witness).values, [])
+
+
+def test_witnesses_are_real_requests() -> None:
+    text = (
+        'allow when host == "admin.corp.example.com" and method != "GET"\n'
+        'deny 403 "no" when host == "admin.corp.example.com"\n'
+        'deny 401 "who" when header x-debug exists\n'
+        'deny 401 "who" when header x-debug exists and path == "/a"\n'
+    )
+    _, found = _analyse(text)
+    [note] = [d for d in found if d.code == "HP404"]
+    assert note.notes[0].startswith(
+        "witness: POST / (host admin.corp.example.com; no headers) is allowed here"
+    )
+    [shadowed] = [d for d in found if d.code == "HP401"]
+    # A header whose value does not matter shows a readable one, not "".
+    assert shadowed.notes[0].startswith(
+        'witness: POST /a (host admin.corp.example.com; x-debug: "1") is decided by the rule '
+        "at line 1"
+    )
+    assert all("no other headers is" not in n for d in found for n in d.notes)
+
+
+def test_verdicts_say_which_requests_they_hold_for() -> None:
+    """HP401/HP402 hold with repeated headers; HP403 only when each header is sent once."""
+    text = (
+        'deny 403 "A" when header x == "1"\n'
+        'deny 401 "B" when header x == "2"\n'
+        'deny 403 "A" when header x == "1"\n'
+    )
+    policy, found = _analyse(text)
+    [redundant] = [d for d in found if d.code == "HP403"]
+    assert redundant.span.line == 1
+    assert redundant.message.endswith("for requests that send each header once")
+    without = policy.model_copy(update={"rules": policy.rules[1:]})
+    base = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"h")]
+    for value in (b"1", b"2", b"3", b"1, 2"):
+        request = [*base, (b"x", value)]
+        assert _same_response(evaluate(policy, request), evaluate(without, request))
+    # Sent twice, x is read as "1", "2" and "1, 2": the earliest rule denying any
+    # reading decides, and that is line 1 with it, line 2 without it.
+    repeated = [*base, (b"x", b"1"), (b"x", b"2")]
+    assert evaluate(policy, repeated).status == 403
+    assert evaluate(without, repeated).status == 401
+    [shadowed] = [d for d in found if d.code == "HP401"]
+    assert "repeated headers included" in shadowed.notes[-1]
+
+
+def _same_response(a: Decision, b: Decision) -> bool:
+    return (a.allowed, a.status, a.body, a.headers) == (b.allowed, b.status, b.body, b.headers)
+
+
+SHADOWED = (
+    'allow when header a == "x"\n'
+    'deny 401 "b" when header a == "x" and header b exists\n'
+    'deny 403 "c" when header b == "y"\n'
+    'deny 402 "d" when header b == "y" and not header a exists\n'
+)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([b"a", b"b"]), st.sampled_from([b"x", b"y", b"x, y", b""])),
+        max_size=5,
+    )
+)
+def test_a_rule_that_never_fires_never_fires_with_repeated_headers_either(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    policy, found = _shadowed_policy()
+    assert sorted(d.span.line for d in found if d.code == "HP401") == [2, 4]
+    request = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"h"), *headers]
+    assert evaluate(policy, request).rule not in (policy.rules[1], policy.rules[3])
+
+
+_SHADOWED_CACHE: list[tuple[ir.Policy, list[Diagnostic]]] = []
+
+
+def _shadowed_policy() -> tuple[ir.Policy, list[Diagnostic]]:
+    if not _SHADOWED_CACHE:
+        _SHADOWED_CACHE.append(_analyse(SHADOWED))
+    return _SHADOWED_CACHE[0]
