@@ -229,8 +229,22 @@ class _Analysis:
             for j in range(i)
             if self.query(self.decides[j], fires_i, witness=False).verdict == "sat"
         ]
+        # The fewest of them that fire on every request it fires on: often one
+        # rule covers it though others before may decide some of those requests.
+        cover = list(deciders)
+        for j in deciders:
+            rest = [k for k in cover if k != j]
+            if (
+                rest
+                and self.query(
+                    fires_i, z3.Not(z3.Or(*[self.fires[k] for k in rest])), witness=False
+                ).verdict
+                == "unsat"
+            ):
+                cover = rest
         notes = []
-        for j in deciders[:1]:
+        # The witness is decided by the nearest of the covering rules.
+        for j in cover[-1:]:
             answer = self.query(self.decides[j], fires_i)
             if answer.request is None:
                 break
@@ -246,6 +260,12 @@ class _Analysis:
                     f"witness: {render_request(request)} is decided by the rule at line "
                     f"{decider.span.line}, although this rule would fire"
                 )
+        if cover != deciders:
+            covering = [self.policy.rules[k].span.line for k in cover]
+            notes.append(
+                f"every request it fires on makes the {_rules(covering)} fire; "
+                "the others decide first for some of them"
+            )
         notes.append(ALL_REQUESTS)
         lines = [self.policy.rules[j].span.line for j in deciders]
         if len(lines) == 1:
@@ -371,6 +391,11 @@ class _Analysis:
 
     def _would_fire(self, rule: ir.Rule, decision: Decision) -> bool:
         return fires(rule, decision.values, [])
+
+
+def _rules(lines: list[int]) -> str:
+    """`rule at line 4`, `rules at lines 4 and 6`."""
+    return f"rule at line {lines[0]}" if len(lines) == 1 else f"rules at lines {_listed(lines)}"
 
 
 def _listed(lines: list[int]) -> str:
