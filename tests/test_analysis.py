@@ -321,8 +321,7 @@ def test_witnesses_are_real_requests() -> None:
     [shadowed] = [d for d in found if d.code == "HP401"]
     # A header whose value does not matter shows a readable one, not "".
     assert shadowed.notes[0].startswith(
-        'witness: POST /a (host admin.corp.example.com; x-debug: "1") is decided by the rule '
-        "at line 1"
+        'witness: GET /a (host example.com; x-debug: "1") is decided by the rule at line 3'
     )
     assert all("no other headers is" not in n for d in found for n in d.notes)
 
