@@ -78,6 +78,15 @@ class _Analysis:
             subjects = {cmp.subject.key for cmp in ir.comparisons(about)}
         return self.r.check(*formulas, witness=witness, subjects=subjects)
 
+    def upto(self, j: int, rule: ir.Rule) -> ir.Policy:
+        """Rules 0..j and then `rule`: the same first rule to fire up to j, cheaper to run.
+
+        A witness sends each header once, so its decision is its first
+        firing rule; whether that is rule j (and `rule` would fire) only
+        depends on these rules.
+        """
+        return self.policy.model_copy(update={"rules": [*self.policy.rules[: j + 1], rule]})
+
     def evaluate(self, policy: ir.Policy, request: Headers) -> Decision:
         """The reference evaluator, charged to the budget (witnesses are re-run often)."""
         self.budget.charge(EVALUATION * (len(policy.rules) + 1))
@@ -249,9 +258,12 @@ class _Analysis:
             if answer.request is None:
                 break
             decider = self.policy.rules[j]
+            prefix = self.upto(j, rule)
 
-            def shows(request: Headers, decider: ir.Rule = decider) -> bool:
-                decision = self.evaluate(self.policy, request)
+            def shows(
+                request: Headers, decider: ir.Rule = decider, prefix: ir.Policy = prefix
+            ) -> bool:
+                decision = self.evaluate(prefix, request)
                 return decision.rule is decider and self._would_fire(rule, decision)
 
             if shows(answer.request):
@@ -356,8 +368,10 @@ class _Analysis:
             if answer.request is None:
                 continue
 
-            def shows(request: Headers, deny: ir.Rule = rule) -> bool:
-                decision = self.evaluate(self.policy, request)
+            prefix = self.upto(j, rule)
+
+            def shows(request: Headers, deny: ir.Rule = rule, prefix: ir.Policy = prefix) -> bool:
+                decision = self.evaluate(prefix, request)
                 return decision.rule is allow and self._would_fire(deny, decision)
 
             if not shows(answer.request):
@@ -426,10 +440,12 @@ def analyse(
     source: Source,
     steps: int = DEFAULT_STEPS,
     ceiling_ms: int = DEFAULT_CEILING_MS,
+    *,
+    budget: Budget | None = None,
 ) -> list[Diagnostic]:
     """Every analysis finding for a policy that checked without errors.
 
     `steps` is the deterministic work budget; `ceiling_ms` the wall-clock
-    safety net (see `budget`).
+    safety net (see `budget`); or pass a `Budget` to read what was spent.
     """
-    return _Analysis(policy, source, Budget(steps, ceiling_ms)).run()
+    return _Analysis(policy, source, budget or Budget(steps, ceiling_ms)).run()

@@ -30,8 +30,9 @@ DEFAULT_CEILING_MS = 120_000
 # Charges, in units, for the work done in Python.
 DERIVATIVE = 10  # one new derivative of a regular-language term
 NODE = 10  # one new term, or one node of a z3 formula built for a rule or a subject
-EVALUATION = 20  # per rule the reference evaluator runs on a witness
-QUERY = 1000  # fixed cost of one solver call (scopes, reading the model)
+EVALUATION = 40  # per rule the reference evaluator runs on a witness
+QUERY = 1000  # fixed cost of one solver call
+MODEL = 3  # reading a model, per assertion the solver holds
 
 
 class BudgetSpent(Exception):

@@ -25,7 +25,7 @@ import z3
 
 from hdrpolicy import ir
 from hdrpolicy.atoms import Spaces, SubjectSpace, Vector, atoms_of
-from hdrpolicy.budget import NODE, QUERY, Budget, BudgetSpent
+from hdrpolicy.budget import MODEL, NODE, QUERY, Budget, BudgetSpent
 from hdrpolicy.evaluate import Headers
 from hdrpolicy.smt import build_request
 
@@ -48,6 +48,11 @@ class _Solver:
     def __init__(self, keys: frozenset[str] | None) -> None:
         self.z3 = z3.SimpleSolver()
         self.keys = keys
+        self.size = 0  # assertions added: reading a model costs about this much
+
+    def add(self, *facts: z3.BoolRef) -> None:
+        self.size += len(facts)
+        self.z3.add(*facts)
         self.rlimit: int | None = None
         self.timeout: int | None = None
 
@@ -85,7 +90,7 @@ class Reasoner:
             if atoms:
                 facts.append(z3.Implies(z3.Not(present), z3.And(*[z3.Not(a) for a in atoms])))
             self._constrain(n, space, present, atoms)
-            self.main.z3.add(*facts)
+            self.main.add(*facts)
 
     @property
     def inexact(self) -> set[str]:
@@ -192,12 +197,12 @@ class Reasoner:
         """A fresh boolean equal to `formula`, so later queries stay small."""
         self.budget.charge(NODE * (1 + formula.num_args()))
         var = z3.Bool(name)
-        self.main.z3.add(var == formula)
+        self.main.add(var == formula)
         return var
 
     def add(self, *formulas: z3.BoolRef) -> None:
         """Constrain every later query about whole requests."""
-        self.main.z3.add(*formulas)
+        self.main.add(*formulas)
 
     # -- queries ------------------------------------------------------------------
 
@@ -214,13 +219,13 @@ class Reasoner:
         solver = self.main if subjects is None else self._solver_for(frozenset(subjects))
         self._queries += 1
         guard = z3.Bool(f"q{self._queries}")
-        solver.z3.add(z3.Implies(guard, z3.And(*formulas)))
+        solver.add(z3.Implies(guard, z3.And(*formulas)))
         self._guard = guard
         try:
             return self._solve_all(solver, witness)
         finally:
             self._guard = None
-            solver.z3.add(z3.Not(guard))
+            solver.add(z3.Not(guard))
 
     def _solver_for(self, keys: frozenset[str]) -> _Solver:
         found = self._partial.get(keys)
@@ -228,7 +233,7 @@ class Reasoner:
             found = self._partial[keys] = _Solver(keys)
             for key in sorted(keys):
                 self.budget.charge(NODE * len(self.facts[key]))
-                found.z3.add(*self.facts[key])
+                found.add(*self.facts[key])
         return found
 
     def solve(self, witness: bool = True) -> Answer:
@@ -252,10 +257,10 @@ class Reasoner:
     def _learn(self, key: str, fact: z3.BoolRef) -> None:
         """A fact about one subject, for every solver from now on."""
         self.facts[key].append(fact)
-        self.main.z3.add(fact)
+        self.main.add(fact)
         for keys, solver in self._partial.items():
             if key in keys:
-                solver.z3.add(fact)
+                solver.add(fact)
 
     def _solve(self, solver: _Solver, assumptions: list[z3.BoolRef], witness: bool) -> Answer:
         uncertain = False
@@ -268,6 +273,7 @@ class Reasoner:
                 return Answer("unknown")
             if not witness and not inexact:
                 return Answer("sat")
+            self.budget.charge(MODEL * solver.size)
             model = solver.z3.model()
             values: list[tuple[ir.Subject, str | None]] = []
             for key, space in self.spaces.subjects.items():
@@ -291,7 +297,7 @@ class Reasoner:
                 else:  # unsettled: not this vector, in this query
                     uncertain = True
                     fact = _not_vector(self.present[key], atoms, vector)
-                    solver.z3.add(fact if self._guard is None else z3.Implies(self._guard, fact))
+                    solver.add(fact if self._guard is None else z3.Implies(self._guard, fact))
                 break
             else:
                 request = build_request(values) if witness else None

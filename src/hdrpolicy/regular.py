@@ -288,6 +288,15 @@ class Algebra:
         and what follows it (the end, or one of those classes).  The search
         language joins each context's language with the text around it.
         """
+        if isinstance(node, resyntax.Alternate):
+            return self.union(*(self.search(item) for item in node.items))
+        # The common `^…$`: anchors at the ends need no contexts.
+        items = list(node.items) if isinstance(node, resyntax.Concat) else [node]
+        start = bool(items) and items[0] in _TEXT_START
+        end = len(items) > start and items[-1] in _TEXT_END
+        core = self._translate(resyntax.Concat(tuple(items[int(start) : len(items) - int(end)])))
+        if isinstance(core, Re):
+            return self.cat(self.eps if start else self.full, core, self.eps if end else self.full)
         t = self._translate(node)
         if isinstance(t, Re):
             return self.cat(self.full, t, self.full)
@@ -428,6 +437,8 @@ _RIGHT = ("E", "W", "N", "O")
 _CLASSES = ("W", "N", "O")
 _WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
 _Table = dict[tuple[str, str], Re]
+_TEXT_START = (resyntax.Assert("text_start"),)
+_TEXT_END = (resyntax.Assert("text_end"),)
 
 
 def _is_word(ctx: str) -> bool:
