@@ -61,7 +61,7 @@ class _Analysis:
         r = self.r
         # f{i}: rule i fires; nb{i}: no rule before i fires; d{i}: rule i decides.
         self.fires = [r.define(f"f{i}", r.fires(rule)) for i, rule in enumerate(self.policy.rules)]
-        self.nb: list[z3.BoolRef] = [z3.BoolVal(True)]
+        self.nb: list[z3.BoolRef] = [z3.BoolVal(True, r.ctx)]
         for i, f in enumerate(self.fires):
             self.nb.append(r.define(f"nb{i + 1}", z3.And(self.nb[i], z3.Not(f))))
         self.decides = [r.define(f"d{i}", z3.And(f, self.nb[i])) for i, f in enumerate(self.fires)]
@@ -304,7 +304,7 @@ class _Analysis:
         # The response after rule i is `mine`: built from the end, staying the
         # constant False (no query needed) until a rule or the default agrees.
         same_after: z3.BoolRef | None = (
-            z3.BoolVal(True) if response_key(self.policy.default) == mine else None
+            z3.BoolVal(True, self.r.ctx) if response_key(self.policy.default) == mine else None
         )
         for j in range(len(self.policy.rules) - 1, i, -1):
             if response_key(self.policy.rules[j].response) == mine:

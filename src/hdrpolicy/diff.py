@@ -156,18 +156,20 @@ def diff_policies(
 def _find_changes(old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResult) -> None:
     old_fires = [r.define(f"old{i}", r.fires(rule)) for i, rule in enumerate(old.rules)]
     new_fires = [r.define(f"new{i}", r.fires(rule)) for i, rule in enumerate(new.rules)]
-    old_idx, old_key = _decision(old, old_fires)
-    new_idx, new_key = _decision(new, new_fires)
+    old_idx, old_key = _decision(old, old_fires, r.ctx)
+    new_idx, new_key = _decision(new, new_fires, r.ctx)
     keys = {k: n for n, k in enumerate(sorted({*old_key.keys(), *new_key.keys()}, key=repr))}
     o_resp = _chain(
         old_fires,
-        [keys[response_key(r.response)] for r in old.rules],
+        [keys[response_key(rule.response)] for rule in old.rules],
         keys[response_key(old.default)],
+        r.ctx,
     )
     n_resp = _chain(
         new_fires,
-        [keys[response_key(r.response)] for r in new.rules],
+        [keys[response_key(rule.response)] for rule in new.rules],
         keys[response_key(new.default)],
+        r.ctx,
     )
     r.add(o_resp != n_resp)
     for _ in range(MAX_CHANGES):
@@ -186,19 +188,19 @@ def _find_changes(old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResul
 
 
 def _decision(
-    policy: ir.Policy, fires: list[z3.BoolRef]
+    policy: ir.Policy, fires: list[z3.BoolRef], ctx: z3.Context
 ) -> tuple[z3.ArithRef, dict[tuple[object, ...], None]]:
     """The index of the deciding rule (len(rules): none) and the responses in play."""
-    idx = _chain(fires, list(range(len(fires))), len(fires))
+    idx = _chain(fires, list(range(len(fires))), len(fires), ctx)
     responses = {response_key(r.response): None for r in policy.rules}
     responses[response_key(policy.default)] = None
     return idx, responses
 
 
-def _chain(fires: list[z3.BoolRef], ids: list[int], last: int) -> z3.ArithRef:
-    out: z3.ArithRef = z3.IntVal(last)
+def _chain(fires: list[z3.BoolRef], ids: list[int], last: int, ctx: z3.Context) -> z3.ArithRef:
+    out: z3.ArithRef = z3.IntVal(last, ctx)
     for f, n in zip(reversed(fires), reversed(ids), strict=True):
-        out = z3.If(f, z3.IntVal(n), out)
+        out = z3.If(f, z3.IntVal(n, ctx), out)
     return out
 
 

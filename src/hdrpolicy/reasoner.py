@@ -45,8 +45,8 @@ class Answer:
 class _Solver:
     """A z3 solver over some subjects (None: all, with every rule definition), and its limits."""
 
-    def __init__(self, keys: frozenset[str] | None) -> None:
-        self.z3 = z3.SimpleSolver()
+    def __init__(self, keys: frozenset[str] | None, ctx: z3.Context) -> None:
+        self.z3 = z3.SimpleSolver(ctx=ctx)
         self.keys = keys
         self.size = 0  # assertions added: reading a model costs about this much
 
@@ -69,7 +69,10 @@ class Reasoner:
     def __init__(self, policies: list[ir.Policy], budget: Budget) -> None:
         self.budget = budget
         self.spaces = Spaces(policies, budget)
-        self.main = _Solver(None)
+        # A context of its own: z3's work counter (and so the budget) then does
+        # not depend on what else the process asked z3 before.
+        self.ctx = z3.Context()
+        self.main = _Solver(None, self.ctx)
         self._partial: dict[frozenset[str], _Solver] = {}
         self.present: dict[str, z3.BoolRef] = {}
         self.atoms: dict[str, list[z3.BoolRef]] = {}
@@ -82,8 +85,10 @@ class Reasoner:
         self._queries = 0
         self._guard: z3.BoolRef | None = None
         for n, (key, space) in enumerate(self.spaces.subjects.items()):
-            present = self.present[key] = z3.Bool(f"p{n}")
-            atoms = self.atoms[key] = [z3.Bool(f"a{n}_{k}") for k in range(len(space.atoms))]
+            present = self.present[key] = z3.Bool(f"p{n}", self.ctx)
+            atoms = self.atoms[key] = [
+                z3.Bool(f"a{n}_{k}", self.ctx) for k in range(len(space.atoms))
+            ]
             facts = self.facts[key] = []
             if space.subject.kind is not ir.SubjectKind.HEADER:
                 facts.append(present)
@@ -115,7 +120,7 @@ class Reasoner:
             facts.extend(self._one_of(f"s{n}", list(space.vectors), picked, present))
         if space.complete and not space.opaque:
             return
-        known = self.known[space.subject.key] = z3.Bool(f"known{n}")
+        known = self.known[space.subject.key] = z3.Bool(f"known{n}", self.ctx)
         full: dict[Vector, None] = {}
         for values in space.vectors.values():
             for value in values:
@@ -127,7 +132,7 @@ class Reasoner:
         self, prefix: str, vectors: list[Vector], atoms: list[z3.BoolRef], present: z3.BoolRef
     ) -> list[z3.BoolRef]:
         absent = z3.Not(present)
-        select = [z3.Bool(f"{prefix}_{v}") for v in range(len(vectors))]
+        select = [z3.Bool(f"{prefix}_{v}", self.ctx) for v in range(len(vectors))]
         self.budget.charge(NODE * (len(vectors) + 1))
         facts = [z3.PbEq([(s, 1) for s in select] + [(absent, 1)], 1)]
         for k, atom in enumerate(atoms):
@@ -189,14 +194,14 @@ class Reasoner:
 
     def fires(self, rule: ir.Rule) -> z3.BoolRef:
         if rule.condition is None:
-            return z3.BoolVal(True)
+            return z3.BoolVal(True, self.ctx)
         cond = self.condition(rule.condition)
         return cond if rule.guard is ir.Guard.WHEN else z3.Not(cond)
 
     def define(self, name: str, formula: z3.BoolRef) -> z3.BoolRef:
         """A fresh boolean equal to `formula`, so later queries stay small."""
         self.budget.charge(NODE * (1 + formula.num_args()))
-        var = z3.Bool(name)
+        var = z3.Bool(name, self.ctx)
         self.main.add(var == formula)
         return var
 
@@ -218,7 +223,7 @@ class Reasoner:
         """
         solver = self.main if subjects is None else self._solver_for(frozenset(subjects))
         self._queries += 1
-        guard = z3.Bool(f"q{self._queries}")
+        guard = z3.Bool(f"q{self._queries}", self.ctx)
         solver.add(z3.Implies(guard, z3.And(*formulas)))
         self._guard = guard
         try:
@@ -230,7 +235,7 @@ class Reasoner:
     def _solver_for(self, keys: frozenset[str]) -> _Solver:
         found = self._partial.get(keys)
         if found is None:
-            found = self._partial[keys] = _Solver(keys)
+            found = self._partial[keys] = _Solver(keys, self.ctx)
             for key in sorted(keys):
                 self.budget.charge(NODE * len(self.facts[key]))
                 found.add(*self.facts[key])
