@@ -257,6 +257,7 @@ def test_untranslatable_pattern_is_reported_on_its_own_rule_only() -> None:
     assert (finding.code, finding.span.line, finding.span.column) == ("HP405", 1, 15)
     assert r"\p{L}" in finding.message
     assert finding.help is not None and "not reported" in finding.help
+    assert r"\p{L}" in finding.help
 
 
 def test_word_boundaries_are_analysed_exactly() -> None:

@@ -144,8 +144,9 @@ class _Analysis:
                             "HP405",
                             f"analysis cannot translate this pattern exactly: it uses {construct}",
                             cmp.span,
-                            "findings that depend on this comparison are not reported; the README "
-                            "lists the constructs the analysis cannot translate",
+                            f"the analysis does not translate {construct}, so findings that "
+                            "depend on this comparison are not reported (the README lists the "
+                            "untranslatable constructs)",
                         )
                 if not space.complete and key not in reported:
                     reported.add(key)

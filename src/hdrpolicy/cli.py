@@ -250,8 +250,20 @@ def diff_command(
     output_format: Annotated[
         DiffFormat, typer.Option("--format", help="text, json or markdown (for a PR comment).")
     ] = DiffFormat.TEXT,
-    budget: BudgetSteps = DEFAULT_STEPS,
-    budget_ms: CeilingMs = ANALYSIS_CEILING_MS,
+    budget: Annotated[
+        int,
+        typer.Option(
+            "--budget",
+            help="Work the comparison may do, in counted steps (the same result on any "
+            "machine); past it the diff is incomplete (exit 2).",
+        ),
+    ] = DEFAULT_STEPS,
+    budget_ms: Annotated[
+        int,
+        typer.Option(
+            "--budget-ms", help="Wall-clock safety net, in ms; past it the diff is incomplete."
+        ),
+    ] = ANALYSIS_CEILING_MS,
 ) -> None:
     """What changes in behaviour from OLD to NEW, each with a witness request.
 
