@@ -9,9 +9,11 @@ takes milliseconds instead of string-theory minutes.
 Answers keep the project's contract.  "unsat" is exact: the encoding is
 exact for translated atoms and only over-approximates opaque atoms and
 subjects whose exploration was cut.  "sat" comes with a request built from
-real values whose atoms were re-checked with the evaluator; a model whose
-vector no value is known to give is realised on demand, blocked for good if
-it is impossible, and the answer is "unknown" if it cannot be settled.
+real values (their translated atoms read off the automaton, the others
+asked of RE2), which the analysis then re-runs through the evaluator; a
+model whose vector no value is known to give is realised on demand, blocked
+for good if it is impossible, and the answer is "unknown" if it cannot be
+settled.
 
 Scope: requests that send each header at most once (one reading), as UTF-8.
 """
@@ -96,11 +98,6 @@ class Reasoner:
                 facts.append(z3.Implies(z3.Not(present), z3.And(*[z3.Not(a) for a in atoms])))
             self._constrain(n, space, present, atoms)
             self.main.add(*facts)
-
-    @property
-    def inexact(self) -> set[str]:
-        """Subjects whose constraint is an over-approximation."""
-        return set(self.known)
 
     def _constrain(
         self, n: int, space: SubjectSpace, present: z3.BoolRef, atoms: list[z3.BoolRef]
