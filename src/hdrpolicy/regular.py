@@ -337,6 +337,9 @@ class Algebra:
                 return self.union(*parts)  # type: ignore[arg-type]
             tables = [self._lift(p) for p in parts]
             return {k: self.union(*(t[k] for t in tables)) for k in tables[0]}
+        if _zero_width(node.item):
+            # Matching only the empty string: `x{0,n}` is always met, `x{m,n}` as `x`.
+            return self.eps if node.lo == 0 else self._translate(node.item)
         inner = self._translate(node.item)
         if isinstance(inner, Re):
             return self.loop(inner, node.lo, node.hi)
@@ -439,6 +442,17 @@ _WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
 _Table = dict[tuple[str, str], Re]
 _TEXT_START = (resyntax.Assert("text_start"),)
 _TEXT_END = (resyntax.Assert("text_end"),)
+
+
+def _zero_width(node: resyntax.Node) -> bool:
+    """Does the node match only the empty string (assertions, empty groups)?"""
+    if isinstance(node, resyntax.Assert):
+        return True
+    if isinstance(node, resyntax.Chars):
+        return False
+    if isinstance(node, resyntax.Repeat):
+        return node.hi == 0 or _zero_width(node.item)
+    return all(_zero_width(item) for item in node.items)
 
 
 def _is_word(ctx: str) -> bool:

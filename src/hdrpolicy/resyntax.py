@@ -154,6 +154,10 @@ class _Parser:
                 self.i = m.end()
                 self._set_flags(m.group(1), flags)
                 continue
+            if items and self._at_repeat():
+                # After `(?i)` or `\Q…\E` a repetition applies to what came before (as in Go).
+                items[-1] = self.repeat(items[-1])
+                continue
             atom = self.atom(flags)
             items.append(self.repeat(atom))
         return items[0] if len(items) == 1 else Concat(tuple(items))
@@ -171,6 +175,10 @@ class _Parser:
                 flags.dot_nl = on
             elif c != "U":  # U swaps greediness: the same language
                 raise _Stop(f"the flag `{c}`")
+
+    def _at_repeat(self) -> bool:
+        c = self.peek()
+        return c in ("*", "+", "?") or (c == "{" and _REPEAT.match(self.s, self.i) is not None)
 
     def repeat(self, node: Node) -> Node:
         while True:
