@@ -53,7 +53,7 @@ def test_diff_reports_the_allow_yes_change_with_its_witness(tmp_path: Path) -> N
     assert ["allow", "yes"] in change["witness"]
     assert change["confirmed"]
     text = hdrpolicy("diff", str(EXAMPLES / "header-authorization.hp"), str(new)).stdout
-    assert "allow: 'yes'" in text
+    assert 'allow: "yes"' in text
     markdown = hdrpolicy(
         "diff", str(EXAMPLES / "header-authorization.hp"), str(new), "--format", "markdown"
     ).stdout

@@ -1,185 +1,303 @@
 """Analyse: exact findings about a checked policy's rules, decided with z3.
 
-Each finding is a warning with a stable code (HP401 to HP405).  A verdict that
-"no request can …" is an unsat answer and is exact (see `smt` for the
-request model); a verdict that shows a request is re-checked by running that
-witness through the reference evaluator, and is reported as "unknown"
-(HP405) when the evaluator disagrees.  Queries past the budget are unknown too.
+Each finding is a warning with a stable code (HP401 to HP405; HP404 is a
+note).  A verdict that "no request can …" is an unsat answer and is exact
+(see `smt` for the request model); a verdict that shows a request is
+re-checked by running that witness through the reference evaluator.
+
+The work is bounded by a `Budget` of counted steps, so the findings depend on
+the policy alone.  Rules are analysed in order and each rule's findings are
+kept only once all of them are made: if the budget runs out, the findings
+for the rules before are complete and one HP405 says where it stopped.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 
 import z3
 
 from hdrpolicy import ir
+from hdrpolicy.atoms import atoms_of
+from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS, EVALUATION, Budget, BudgetSpent
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
 from hdrpolicy.evaluate import Decision, Headers, evaluate, fires
 from hdrpolicy.fmt import condition_text
 from hdrpolicy.reasoner import Answer, Reasoner
 from hdrpolicy.smt import render_request, response_key, simplify
 
-DEFAULT_BUDGET_MS = 10_000
-
-
 # HP404 lists at most this many denies per allow, with witnesses for the first few.
 MAX_LISTED = 10
 MAX_WITNESSES = 3
 
+# What each kind of verdict covers (see "Repeated headers" in the README).
+# A rule that never decides, or a condition that is constant, is so for every
+# reading, and a request's decision is one of its readings' decisions; so the
+# verdict holds for repeated headers too.  Redundancy and overriding compare
+# whole decisions, which readings can combine differently.
+ALL_REQUESTS = "this holds for every request, repeated headers included"
+ONE_EACH = "for requests that send each header once"
+STOPPED = "analysis stopped"
 
-class _BudgetExhausted(Exception):
-    """Raised when the analysis budget is spent; `run` turns it into one HP405."""
+
+@dataclass
+class _RuleResult:
+    """A rule's findings, kept until the rule is fully analysed."""
+
+    findings: list[Diagnostic] = field(default_factory=list)
+    dead: bool = False  # its condition is constant, or it never fires
 
 
 class _Analysis:
-    def __init__(self, policy: ir.Policy, source: Source, budget_ms: int) -> None:
+    def __init__(self, policy: ir.Policy, source: Source, budget: Budget) -> None:
         self.policy = policy
         self.source = source
-        self.deadline = time.monotonic() + budget_ms / 1000
-        self.r = Reasoner([policy], self.deadline)
-        # f{i}: rule i fires; nb{i}: no rule before i fires; d{i}: rule i decides.
-        self.fires = [self.r.define(f"f{i}", self.r.fires(r)) for i, r in enumerate(policy.rules)]
-        self.nb: list[z3.BoolRef] = [z3.BoolVal(True)]
-        for i, f in enumerate(self.fires):
-            self.nb.append(self.r.define(f"nb{i + 1}", z3.And(self.nb[i], z3.Not(f))))
-        self.decides = [
-            self.r.define(f"d{i}", z3.And(f, self.nb[i])) for i, f in enumerate(self.fires)
-        ]
+        self.budget = budget
         self.findings: list[Diagnostic] = []
+        self._results: dict[int, _RuleResult] = {}
 
-    def query(self, *formulas: z3.BoolRef, witness: bool = True) -> Answer:
-        """One question to the reasoner; a sat answer carries a request only with `witness`."""
-        if time.monotonic() >= self.deadline:
-            raise _BudgetExhausted
-        return self.r.check(*formulas, witness=witness)
+    def _setup(self) -> None:
+        self.r = Reasoner([self.policy], self.budget)
+        r = self.r
+        # f{i}: rule i fires; nb{i}: no rule before i fires; d{i}: rule i decides.
+        self.fires = [r.define(f"f{i}", r.fires(rule)) for i, rule in enumerate(self.policy.rules)]
+        self.nb: list[z3.BoolRef] = [z3.BoolVal(True, r.ctx)]
+        for i, f in enumerate(self.fires):
+            self.nb.append(r.define(f"nb{i + 1}", z3.And(self.nb[i], z3.Not(f))))
+        self.decides = [r.define(f"d{i}", z3.And(f, self.nb[i])) for i, f in enumerate(self.fires)]
 
-    def none_before(self, i: int) -> z3.BoolRef:
-        return self.nb[i]
+    def query(
+        self, *formulas: z3.BoolRef, witness: bool = True, about: ir.Condition | None = None
+    ) -> Answer:
+        """One question to the reasoner; a sat answer carries a request only with `witness`.
+
+        `about`: the formulas only speak of this condition's subjects.
+        """
+        subjects = None
+        if about is not None:
+            subjects = {cmp.subject.key for cmp in ir.comparisons(about)}
+        return self.r.check(*formulas, witness=witness, subjects=subjects)
+
+    def upto(self, j: int, rule: ir.Rule) -> ir.Policy:
+        """Rules 0..j and then `rule`: the same first rule to fire up to j, cheaper to run.
+
+        A witness sends each header once, so its decision is its first
+        firing rule; whether that is rule j (and `rule` would fire) only
+        depends on these rules.
+        """
+        return self.policy.model_copy(update={"rules": [*self.policy.rules[: j + 1], rule]})
+
+    def evaluate(self, policy: ir.Policy, request: Headers) -> Decision:
+        """The reference evaluator, charged to the budget (witnesses are re-run often)."""
+        self.budget.charge(EVALUATION * (len(policy.rules) + 1))
+        return evaluate(policy, request)
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self) -> list[Diagnostic]:
+        at = self.policy.rules[0].span if self.policy.rules else self.policy.span
+        try:
+            self._setup()
+            self._untranslated()
+            for i, rule in enumerate(self.policy.rules):
+                at = rule.span
+                self.findings.extend(self._rule(i, rule))
+        except BudgetSpent as exc:
+            self._stopped(exc, at)
+        return self.findings
+
+    def _stopped(self, exc: BudgetSpent, at: Span) -> None:
+        b = self.budget
+        if exc.ceiling:
+            message = (
+                f"{STOPPED} at this rule: it ran past its wall-clock ceiling of "
+                f"{b.ceiling_ms / 1000:g} s, a safety net that only a pathological policy or "
+                "an overloaded machine reaches; this rule and the ones after it were not analysed"
+            )
+            help = f"raise the ceiling with `--budget-ms` (now {b.ceiling_ms})"
+        else:
+            message = (
+                f"{STOPPED} at this rule: its budget of {b.steps} steps is spent; "
+                "this rule and the ones after it were not analysed"
+            )
+            help = (
+                f"raise it with `--budget {b.steps * 4}` (steps are counted work, so the "
+                "result is the same on any machine)"
+            )
+        self.warn("HP405", message, at, help)
+
+    def _untranslated(self) -> None:
+        """One HP405 per comparison whose pattern, or whose subject, the analysis cannot model."""
+        spaces = self.r.spaces
+        reported: set[str] = set()
+        for rule in self.policy.rules:
+            if rule.condition is None:
+                continue
+            for cmp in ir.comparisons(rule.condition):
+                key = cmp.subject.key
+                space = spaces.subjects[key]
+                if cmp.op is ir.Op.MATCHES:
+                    k = spaces.index[key, atoms_of(cmp)[0]]
+                    construct = space.untranslated[k]
+                    if construct is not None:
+                        self.warn(
+                            "HP405",
+                            f"analysis cannot translate this pattern exactly: it uses {construct}",
+                            cmp.span,
+                            f"the analysis does not translate {construct}, so findings that "
+                            "depend on this comparison are not reported (the README lists the "
+                            "untranslatable constructs)",
+                        )
+                if not space.complete and key not in reported:
+                    reported.add(key)
+                    self.warn(
+                        "HP405",
+                        f"analysis could not list every combination of the tests on "
+                        f"`{cmp.subject.label}`",
+                        cmp.span,
+                        f"findings that depend on `{cmp.subject.label}` may be missing",
+                    )
+
+    def _rule(self, i: int, rule: ir.Rule) -> list[Diagnostic]:
+        result = self._dead(i)
+        found = list(result.findings)
+        if not result.dead:
+            found.extend(self.redundant(i, rule))
+            if rule.action is ir.Action.ALLOW:
+                found.extend(self.overridden_denies(i, rule))
+        return found
+
+    def _dead(self, i: int) -> _RuleResult:
+        """HP402 and HP401 for rule i (memoised: an `allow` asks about later rules)."""
+        found = self._results.get(i)
+        if found is None:
+            rule = self.policy.rules[i]
+            found = _RuleResult()
+            if rule.condition is not None:
+                found.dead = self.constant_conditions(rule, found.findings)
+            if not found.dead:
+                found.dead = self.shadowed(i, rule, found.findings)
+            self._results[i] = found
+        return found
 
     def warn(self, code: str, message: str, span: Span, help: str | None, *notes: str) -> None:
         self.findings.append(Diagnostic(code, Severity.WARNING, message, span, help, notes))
 
-    def note_unknown(self, what: str, span: Span) -> None:
-        self.warn(
-            "HP405",
-            f"analysis could not decide {what}",
-            span,
-            "the solver ran out of budget, or a pattern is outside the supported regex subset",
-        )
-
     # -- findings ------------------------------------------------------------------
 
-    def run(self) -> list[Diagnostic]:
-        try:
-            self._run()
-        except _BudgetExhausted:
-            self.warn(
-                "HP405",
-                "analysis stopped: its time budget is spent; later findings are unknown",
-                self.policy.span,
-                "raise the analysis budget to analyse the whole policy",
-            )
-        return self.findings
-
-    def _run(self) -> None:
-        dead: set[int] = set()
-        for i, rule in enumerate(self.policy.rules):
-            if rule.condition is not None and self.constant_conditions(i, rule):
-                dead.add(i)
-                continue
-            if self.shadowed(i, rule):
-                dead.add(i)
-        for i, rule in enumerate(self.policy.rules):
-            if i not in dead:
-                self.redundant(i, rule)
-        for j, rule in enumerate(self.policy.rules):
-            if j not in dead and rule.action is ir.Action.ALLOW:
-                self.overridden_denies(j, rule, dead)
-
-    def constant_conditions(self, i: int, rule: ir.Rule) -> bool:
+    def constant_conditions(self, rule: ir.Rule, out: list[Diagnostic]) -> bool:
         """Report the outermost sub-conditions that are always true or always false.
 
         Returns True when the whole condition is constant (the rule then never
         or always fires, and the other findings would only repeat this one).
         """
         assert rule.condition is not None
-        whole = self._constant(rule.condition)
+        whole = self._constant(rule.condition, out)
         if whole is None:
-            self._constant_parts(rule.condition)
+            self._constant_parts(rule.condition, out)
         return whole is not None
 
-    def _constant(self, cond: ir.Condition) -> str | None:
+    def _constant(self, cond: ir.Condition, out: list[Diagnostic]) -> str | None:
         formula = self.r.condition(cond)
+        known = self.r.compare_values(cond) if isinstance(cond, ir.Compare) else None
         for value, test in (("false", formula), ("true", z3.Not(formula))):
-            if self.query(test, witness=False).verdict == "unsat":
-                text = condition_text(cond)
-                self.warn(
+            if known is not None:
+                if (value == "false") in known:  # it can take the other value
+                    continue
+            elif self.query(test, witness=False, about=cond).verdict != "unsat":
+                continue
+            out.append(
+                Diagnostic(
                     "HP402",
-                    f"condition is always {value}: `{text}`",
+                    Severity.WARNING,
+                    f"condition is always {value}: `{condition_text(cond)}`",
                     cond.span,
                     "no request can make it " + ("true" if value == "false" else "false"),
-                    "decided by z3 over every request with at most one of each header",
+                    (f"decided exactly over every value of each subject; {ALL_REQUESTS}",),
                 )
-                return value
+            )
+            return value
         return None
 
-    def _constant_parts(self, cond: ir.Condition) -> None:
+    def _constant_parts(self, cond: ir.Condition, out: list[Diagnostic]) -> None:
         if isinstance(cond, ir.Compare):
             return
         children = [cond.operand] if isinstance(cond, ir.Not) else cond.operands
         for child in children:
-            if isinstance(child, ir.Not) or self._constant(child) is None:
-                self._constant_parts(child)
+            if isinstance(child, ir.Not) or self._constant(child, out) is None:
+                self._constant_parts(child, out)
 
-    def shadowed(self, i: int, rule: ir.Rule) -> bool:
+    def shadowed(self, i: int, rule: ir.Rule, out: list[Diagnostic]) -> bool:
+        """HP401: rule i never decides; name every earlier rule that decides in its place."""
         fires_i = self.fires[i]
-        answer = self.query(fires_i, self.none_before(i), witness=False)
-        if answer.verdict == "unknown":
-            self.note_unknown(f"whether the rule at line {rule.span.line} can fire", rule.span)
+        if self.query(fires_i, self.nb[i], witness=False).verdict != "unsat":
             return False
-        if answer.verdict == "sat":
-            return False
-        overlapping = [
+        # Every request it fires on is decided by an earlier rule: those are the
+        # ones to name (each decides some such request, so none is superfluous).
+        deciders = [
             j
             for j in range(i)
-            if self.query(fires_i, self.fires[j], witness=False).verdict != "unsat"
+            if self.query(self.decides[j], fires_i, witness=False).verdict == "sat"
         ]
-        # Name a minimal set: drop each rule the others already cover.
-        cover = list(overlapping)
-        for j in overlapping:
+        # The fewest of them that fire on every request it fires on: often one
+        # rule covers it though others before may decide some of those requests.
+        cover = list(deciders)
+        for j in deciders:
             rest = [k for k in cover if k != j]
-            covered = z3.Or(*[self.fires[k] for k in rest]) if rest else z3.BoolVal(False)
-            if self.query(fires_i, z3.Not(covered), witness=False).verdict == "unsat":
+            if (
+                rest
+                and self.query(
+                    fires_i, z3.Not(z3.Or(*[self.fires[k] for k in rest])), witness=False
+                ).verdict
+                == "unsat"
+            ):
                 cover = rest
-        witness = self.query(fires_i)
-        lines = ", ".join(str(self.policy.rules[j].span.line) for j in cover)
-        which = "rule at line" if len(cover) == 1 else "rules at lines"
         notes = []
-        if witness.request is not None:
+        # The witness is decided by the nearest of the covering rules.
+        for j in cover[-1:]:
+            answer = self.query(self.decides[j], fires_i)
+            if answer.request is None:
+                break
+            decider = self.policy.rules[j]
+            prefix = self.upto(j, rule)
 
-            def shows(request: Headers) -> bool:
-                decision = evaluate(self.policy, request)
-                return self._would_fire(rule, decision) and _rank(self.policy, decision) < i
+            def shows(
+                request: Headers, decider: ir.Rule = decider, prefix: ir.Policy = prefix
+            ) -> bool:
+                decision = self.evaluate(prefix, request)
+                return decision.rule is decider and self._would_fire(rule, decision)
 
-            if shows(witness.request):
-                request = simplify(witness.request, shows)
+            if shows(answer.request):
+                request = simplify(answer.request, shows)
                 notes.append(
-                    f"witness: {render_request(request)} is decided by "
-                    f"{_by(self.policy, evaluate(self.policy, request))} "
-                    "although this rule would fire"
+                    f"witness: {render_request(request)} is decided by the rule at line "
+                    f"{decider.span.line}, although this rule would fire"
                 )
-        self.warn(
-            "HP401",
-            f"rule never fires: the {which} {lines} always decide{'s' if len(cover) == 1 else ''} "
-            "first",
-            rule.span,
-            "remove it, or move it above the rules that shadow it",
-            *notes,
+        if cover != deciders:
+            covering = [self.policy.rules[k].span.line for k in cover]
+            notes.append(
+                f"every request it fires on makes the {_rules(covering)} fire; "
+                "the others decide first for some of them"
+            )
+        notes.append(ALL_REQUESTS)
+        lines = [self.policy.rules[j].span.line for j in deciders]
+        if len(lines) == 1:
+            who = f"the rule at line {lines[0]} always decides first"
+        else:
+            who = f"the rules at lines {_listed(lines)} decide first (one or another)"
+        out.append(
+            Diagnostic(
+                "HP401",
+                Severity.WARNING,
+                f"rule never fires: {who}",
+                rule.span,
+                "remove it, or move it above the rules that decide first",
+                tuple(notes),
+            )
         )
         return True
 
-    def redundant(self, i: int, rule: ir.Rule) -> None:
+    def redundant(self, i: int, rule: ir.Rule) -> list[Diagnostic]:
         """Removing rule i changes no decision: where it decides, the rest decides the same."""
         rest = [r for j, r in enumerate(self.policy.rules) if j != i]
         without = self.policy.model_copy(update={"rules": rest})
@@ -187,7 +305,7 @@ class _Analysis:
         # The response after rule i is `mine`: built from the end, staying the
         # constant False (no query needed) until a rule or the default agrees.
         same_after: z3.BoolRef | None = (
-            z3.BoolVal(True) if response_key(self.policy.default) == mine else None
+            z3.BoolVal(True, self.r.ctx) if response_key(self.policy.default) == mine else None
         )
         for j in range(len(self.policy.rules) - 1, i, -1):
             if response_key(self.policy.rules[j].response) == mine:
@@ -197,36 +315,40 @@ class _Analysis:
             elif same_after is not None:
                 same_after = z3.And(z3.Not(self.fires[j]), same_after)
         if same_after is None:
-            return  # no later rule answers the same: every request it decides would change
+            return []  # no later rule answers the same: every request it decides would change
         decides = self.decides[i]
-        answer = self.query(decides, z3.Not(same_after), witness=False)
-        if answer.verdict == "unknown":
-            self.note_unknown(f"whether the rule at line {rule.span.line} is redundant", rule.span)
-        if answer.verdict != "unsat":
-            return
+        if self.query(decides, z3.Not(same_after), witness=False).verdict != "unsat":
+            return []
         witness = self.query(decides)
         notes = []
         if witness.request is not None:
 
             def shows(request: Headers) -> bool:
-                before = evaluate(self.policy, request)
-                return before.rule is rule and _same(before, evaluate(without, request))
+                before = self.evaluate(self.policy, request)
+                return before.rule is rule and _same(before, self.evaluate(without, request))
 
             if shows(witness.request):
                 request = simplify(witness.request, shows)
                 notes.append(
                     f"witness: {render_request(request)} is decided by this rule; "
-                    f"without it, {_by(without, evaluate(without, request))} decides the same"
+                    f"without it, {_by(without, self.evaluate(without, request))} decides the same"
                 )
-        self.warn(
-            "HP403",
-            "redundant rule: removing it changes no decision",
-            rule.span,
-            "every request it decides gets the same response from the rules after it",
-            *notes,
+        notes.append(
+            f"decided {ONE_EACH}: with a header repeated, the earliest rule that denies any "
+            "reading decides, so removing this rule can change which rule that is"
         )
+        return [
+            Diagnostic(
+                "HP403",
+                Severity.WARNING,
+                f"redundant rule: removing it changes no decision {ONE_EACH}",
+                rule.span,
+                "every request it decides gets the same response from the rules after it",
+                tuple(notes),
+            )
+        ]
 
-    def overridden_denies(self, j: int, allow: ir.Rule, dead: set[int]) -> None:
+    def overridden_denies(self, j: int, allow: ir.Rule) -> list[Diagnostic]:
         """One note per `allow`: the later denies it takes requests from, with witnesses.
 
         An `allow` carved out ahead of denies is usually intended (a CORS
@@ -238,32 +360,23 @@ class _Analysis:
         more = False
         for k in range(j + 1, len(self.policy.rules)):
             rule = self.policy.rules[k]
-            if k in dead or rule.action is not ir.Action.DENY or rule.condition is None:
+            if rule.action is not ir.Action.DENY or rule.condition is None or self._dead(k).dead:
                 continue
             if len(lines) == MAX_LISTED:
                 more = self.query(self.decides[j], self.fires[k], witness=False).verdict == "sat"
                 break
             answer = self.query(self.decides[j], self.fires[k])
-            if answer.verdict == "unknown":
-                self.note_unknown(
-                    f"whether the `allow` at line {allow.span.line} overrides the deny at "
-                    f"line {rule.span.line}",
-                    rule.span,
-                )
-                continue
             if answer.request is None:
                 continue
 
-            def shows(request: Headers, deny: ir.Rule = rule) -> bool:
-                decision = evaluate(self.policy, request)
+            prefix = self.upto(j, rule)
+
+            def shows(request: Headers, deny: ir.Rule = rule, prefix: ir.Policy = prefix) -> bool:
+                decision = self.evaluate(prefix, request)
                 return decision.rule is allow and self._would_fire(deny, decision)
 
             if not shows(answer.request):
-                self.note_unknown(
-                    f"a witness for the deny at line {rule.span.line} (evaluator disagrees)",
-                    rule.span,
-                )
-                continue
+                continue  # an opaque pattern the solver over-approximated: not shown
             lines.append(rule.span.line)
             if len(notes) < MAX_WITNESSES:
                 request = simplify(answer.request, shows)
@@ -272,29 +385,40 @@ class _Analysis:
                     f"line {rule.span.line} would deny it"
                 )
         if not lines:
-            return
-        listed = ", ".join(map(str, lines)) + (" and more" if more else "")
-        self.findings.append(
+            return []
+        listed = _listed(lines) + (" and more" if more else "")
+        which = "rule at line" if len(lines) == 1 and not more else "rules at lines"
+        notes.append(
+            f"decided {ONE_EACH}: with a header repeated, a reading this `allow` does not "
+            "take can still be denied"
+        )
+        return [
             Diagnostic(
                 "HP404",
                 Severity.NOTE,
-                f"this `allow` decides first, so part of the deny rules at line {listed} "
-                "never applies",
+                f"this `allow` decides first, so part of the deny {which} {listed} never applies",
                 allow.span,
                 "requests matching both are allowed; move a deny above this allow "
                 "if they should be refused",
                 tuple(notes),
             )
-        )
+        ]
 
     def _would_fire(self, rule: ir.Rule, decision: Decision) -> bool:
         return fires(rule, decision.values, [])
 
 
-def _rank(policy: ir.Policy, decision: Decision) -> int:
-    if decision.rule is None:
-        return len(policy.rules)
-    return next(i for i, r in enumerate(policy.rules) if r is decision.rule)
+def _rules(lines: list[int]) -> str:
+    """`rule at line 4`, `rules at lines 4 and 6`."""
+    return f"rule at line {lines[0]}" if len(lines) == 1 else f"rules at lines {_listed(lines)}"
+
+
+def _listed(lines: list[int]) -> str:
+    """`4`, `4 and 6`, `4, 6 and 9`; past ten, the first ten and how many more."""
+    shown = [str(n) for n in lines[:MAX_LISTED]]
+    if len(lines) > MAX_LISTED:
+        return ", ".join(shown) + f" and {len(lines) - MAX_LISTED} more"
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 def _by(policy: ir.Policy, decision: Decision) -> str:
@@ -307,8 +431,22 @@ def _same(a: Decision, b: Decision) -> bool:
     return (a.allowed, a.status, a.body, a.headers) == (b.allowed, b.status, b.body, b.headers)
 
 
+def is_stop(d: Diagnostic) -> bool:
+    """The HP405 that says the analysis stopped before the end (budget or ceiling)."""
+    return d.code == "HP405" and d.message.startswith(STOPPED)
+
+
 def analyse(
-    policy: ir.Policy, source: Source, budget_ms: int = DEFAULT_BUDGET_MS
+    policy: ir.Policy,
+    source: Source,
+    steps: int = DEFAULT_STEPS,
+    ceiling_ms: int = DEFAULT_CEILING_MS,
+    *,
+    budget: Budget | None = None,
 ) -> list[Diagnostic]:
-    """Every analysis finding for a policy that checked without errors, as warnings."""
-    return _Analysis(policy, source, budget_ms).run()
+    """Every analysis finding for a policy that checked without errors.
+
+    `steps` is the deterministic work budget; `ceiling_ms` the wall-clock
+    safety net (see `budget`); or pass a `Budget` to read what was spent.
+    """
+    return _Analysis(policy, source, budget or Budget(steps, ceiling_ms)).run()

@@ -18,20 +18,20 @@ RE2 only), and exploration past its caps.
 from __future__ import annotations
 
 import re
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from hdrpolicy import ir
+from hdrpolicy import ir, resyntax
+from hdrpolicy.budget import NODE, Budget
 from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Span
 from hdrpolicy.evaluate import compare
 from hdrpolicy.regular import Algebra, Re, Unsupported
-from hdrpolicy.smt import domain_regexes, translate_regex
+from hdrpolicy.smt import domain_regexes
 
 # Exploration caps per subject: past them its vectors are incomplete.
-MAX_VECTORS = 512
-MAX_STATES = 20_000
+MAX_VECTORS = 4096
+MAX_STATES = 100_000
 # Values kept per vector: more choices when an opaque atom must also agree.
 _WITNESSES = 4
 
@@ -80,25 +80,26 @@ def _fold(text: str) -> str:
 class SubjectSpace:
     """One subject's atoms, their languages and the feasible vectors found for them.
 
-    `vectors` maps a vector over the *translated* atoms to values giving it
-    (each re-checked with the evaluator); opaque atoms are left out of it.
+    `vectors` maps a vector over the *translated* atoms to values giving it;
+    opaque atoms are left out of it (RE2 answers them for each value).
     `complete`: no other vector of the translated atoms is possible.
+    `untranslated[k]` names the regex construct that made atom k opaque.
     """
 
     subject: ir.Subject
     atoms: list[Atom] = field(default_factory=list)
     languages: list[Re | None] = field(default_factory=list)
+    untranslated: list[str | None] = field(default_factory=list)
     vectors: dict[Vector, list[str]] = field(default_factory=dict)
     complete: bool = False
+    translated: list[int] = field(default_factory=list)
+    opaque: list[int] = field(default_factory=list)
     _seen: dict[str, Vector] = field(default_factory=dict)
 
-    @property
-    def translated(self) -> list[int]:
-        return [k for k, lang in enumerate(self.languages) if lang is not None]
-
-    @property
-    def opaque(self) -> list[int]:
-        return [k for k, lang in enumerate(self.languages) if lang is None]
+    def freeze(self) -> None:
+        """Fix which atoms are translated, once every atom is known."""
+        self.translated = [k for k, lang in enumerate(self.languages) if lang is not None]
+        self.opaque = [k for k, lang in enumerate(self.languages) if lang is None]
 
     def vector(self, value: str) -> Vector:
         """Every atom's truth for a present value, by the evaluator (memoised)."""
@@ -109,13 +110,23 @@ class SubjectSpace:
             )
         return found
 
+    def remember(self, value: str, key: Vector) -> Vector:
+        """The full vector of a value whose translated atoms are known to give `key`."""
+        found = self._seen.get(value)
+        if found is None:
+            full = dict(zip(self.translated, key, strict=True))
+            for k in self.opaque:
+                full[k] = self.atoms[k].holds(self.subject, value)
+            found = self._seen[value] = tuple(full[k] for k in range(len(self.atoms)))
+        return found
+
 
 class Spaces:
     """The atoms of every subject of one or more policies, and their feasible vectors."""
 
-    def __init__(self, policies: list[ir.Policy], deadline: float) -> None:
-        self.alg = Algebra()
-        self.deadline = deadline
+    def __init__(self, policies: list[ir.Policy], budget: Budget) -> None:
+        self.alg = Algebra(budget)
+        self.budget = budget
         self.subjects: dict[str, SubjectSpace] = {}
         self.index: dict[tuple[str, Atom], int] = {}
         self._domains: dict[str, Re] = {}
@@ -125,6 +136,7 @@ class Spaces:
                     for cmp in ir.comparisons(rule.condition):
                         self._add(cmp)
         for space in self.subjects.values():
+            space.freeze()
             self._explore(space)
 
     def _add(self, cmp: ir.Compare) -> None:
@@ -132,28 +144,32 @@ class Spaces:
         space = self.subjects.setdefault(key, SubjectSpace(cmp.subject))
         for atom in atoms_of(cmp):
             if (key, atom) not in self.index:
+                self.budget.charge(NODE)
                 self.index[key, atom] = len(space.atoms)
                 space.atoms.append(atom)
-                space.languages.append(self._language(atom))
+                language, why = self._language(atom)
+                space.languages.append(language)
+                space.untranslated.append(why)
 
-    def _language(self, atom: Atom) -> Re | None:
+    def _language(self, atom: Atom) -> tuple[Re | None, str | None]:
+        """The atom's language, or None and the construct that could not be translated."""
         alg = self.alg
         if atom.op is ir.Op.MATCHES:
-            regex = translate_regex(atom.literal)
-            if regex is None:
-                return None
+            node = resyntax.parse(atom.literal)
+            if isinstance(node, resyntax.Untranslatable):
+                return None, node.construct
             try:
-                return alg.from_z3(regex)
-            except Unsupported:
-                return None
+                return alg.search(node), None
+            except Unsupported as exc:
+                return None, str(exc)
         lit = alg.literal(atom.literal, fold=atom.ignore_case)
         if atom.op is ir.Op.EQ:
-            return lit
+            return lit, None
         if atom.op is ir.Op.STARTS_WITH:
-            return alg.cat(lit, alg.full)
+            return alg.cat(lit, alg.full), None
         if atom.op is ir.Op.ENDS_WITH:
-            return alg.cat(alg.full, lit)
-        return alg.cat(alg.full, lit, alg.full)
+            return alg.cat(alg.full, lit), None
+        return alg.cat(alg.full, lit, alg.full), None
 
     def domain(self, subject: ir.Subject) -> Re:
         """The values the plug-in can see of this subject (`smt.domain_regexes`)."""
@@ -169,49 +185,97 @@ class Spaces:
     def _explore(self, space: SubjectSpace) -> None:
         """Every vector of the translated atoms a present value can give, one BFS.
 
-        The state is the tuple of derivatives (domain first); a state whose
-        domain part accepts is a value, and its atoms' acceptance is its vector.
+        The state is the domain's derivative and the derivatives of the atoms
+        that can still match (an atom whose derivative is empty stays false,
+        so it is dropped from the state: a list of 500 values costs a trie,
+        not 500 derivatives per character).
         """
-        langs = [lang for lang in space.languages if lang is not None]
-        start = (self.domain(space.subject), *langs)
-        space.complete = self._search(start, space, MAX_VECTORS)
+        live = []
+        for n, k in enumerate(space.translated):
+            lang = space.languages[k]
+            assert lang is not None
+            live.append((n, lang))
+        dom = self.domain(space.subject)
+        space.complete = self._search(dom, tuple(live), space, MAX_VECTORS)
         for k in space.opaque:
             # Values an opaque pattern is likely to match, so "sat" can often be shown.
             pattern = space.atoms[k].literal
             plain = re.sub(r"\\.", "", pattern)  # escapes such as \b dropped
             for value in sorted({pattern, plain, *re.findall(r"[A-Za-z0-9/._-]+", plain)}):
-                if self.alg.accepts(start[0], value):
-                    self._record(space, value)
+                if self.alg.accepts(dom, value):
+                    self._record(space, value, self._translated_vector(space, value))
 
-    def _search(self, start: tuple[Re, ...], space: SubjectSpace, max_vectors: int) -> bool:
-        """Breadth-first over derivatives, recording each accepted value; False past a cap."""
+    def _translated_vector(self, space: SubjectSpace, value: str) -> Vector:
         alg = self.alg
-        classes = alg.classes(start)
+        out = []
+        for k in space.translated:
+            lang = space.languages[k]
+            assert lang is not None
+            out.append(alg.accepts(lang, value))
+        return tuple(out)
+
+    def _search(
+        self,
+        dom: Re,
+        live: tuple[tuple[int, Re], ...],
+        space: SubjectSpace,
+        max_vectors: int,
+        target: tuple[Vector, Vector] | None = None,
+    ) -> bool:
+        """Breadth-first over derivatives, recording each accepted value; False past a cap.
+
+        With `target` (a translated vector that every value of `dom` gives,
+        and the vector of all atoms wanted), stop at the first value giving it.
+        """
+        alg = self.alg
+        width = len(space.translated)
+        classes = alg.classes([dom, *(lang for _, lang in live)])
+        start = (dom, live)
         seen = {start}
-        queue: deque[tuple[tuple[Re, ...], str]] = deque([(start, "")])
+        queue: deque[tuple[Re, tuple[tuple[int, Re], ...], str]] = deque([(dom, live, "")])
         while queue:
-            state, text = queue.popleft()
-            if state[0].nullable:
-                self._record(space, text)
+            state, atoms, text = queue.popleft()
+            if state.nullable:
+                if target is None:
+                    vector = [False] * width
+                    for n, lang in atoms:
+                        vector[n] = lang.nullable
+                    self._record(space, text, tuple(vector))
+                else:
+                    self._record(space, text, target[0])
+                    if space.remember(text, target[0]) == target[1]:
+                        return True
                 if len(space.vectors) > max_vectors:
                     return False
-            if len(seen) > MAX_STATES or time.monotonic() > self.deadline:
+            if len(seen) > MAX_STATES:
                 return False
             for code in classes:
-                nxt = tuple(alg.derive(r, code) for r in state)
-                if nxt[0] is alg.empty or nxt in seen:
+                nxt = alg.derive(state, code)
+                if nxt is alg.empty:
                     continue
-                seen.add(nxt)
-                queue.append((nxt, text + chr(code)))
+                after = []
+                for n, lang in atoms:
+                    d = alg.derive(lang, code)
+                    if d is not alg.empty:
+                        after.append((n, d))
+                key = (nxt, tuple(after))
+                if key in seen:
+                    continue
+                seen.add(key)
+                queue.append((nxt, key[1], text + chr(code)))
         return True
 
-    def _record(self, space: SubjectSpace, value: str) -> None:
-        full = space.vector(value)
-        key = tuple(full[k] for k in space.translated)
+    def _record(self, space: SubjectSpace, value: str, key: Vector) -> None:
+        """Keep a value for its translated vector (the opaque atoms are asked of RE2)."""
         kept = space.vectors.setdefault(key, [])
-        # A value is kept if there is room, or if its opaque atoms answer differently.
-        if len(kept) < _WITNESSES or all(space.vector(v) != full for v in kept):
+        if len(kept) < _WITNESSES:
             kept.append(value)
+            space.remember(value, key)
+        elif space.opaque:
+            # Past the quota, a value is kept only if its opaque atoms answer differently.
+            full = space.remember(value, key)
+            if all(space.vector(v) != full for v in kept):
+                kept.append(value)
 
     def realize(self, subject: ir.Subject, vector: Vector) -> str | bool:
         """A value giving exactly this vector of all atoms; False if none exists; True: unknown.
@@ -222,18 +286,23 @@ class Spaces:
         space = self.subjects[subject.key]
         translated = space.translated
         key = tuple(vector[k] for k in translated)
-        if key not in space.vectors and not space.complete:
+        for value in space.vectors.get(key, []):
+            if space.vector(value) == vector:
+                return value
+        if key not in space.vectors and space.complete:
+            return False
+        if space.opaque or not space.complete:
             alg = self.alg
             parts = [self.domain(subject)]
             for k in translated:
                 lang = space.languages[k]
                 assert lang is not None
                 parts.append(lang if vector[k] else alg.compl(lang))
-            exhausted = self._search((alg.inter(*parts),), space, MAX_VECTORS + len(space.vectors))
+            exhausted = self._search(alg.inter(*parts), (), space, 1 << 30, (key, vector))
+            for value in space.vectors.get(key, []):
+                if space.vector(value) == vector:
+                    return value
             if exhausted and key not in space.vectors:
                 return False
-        for value in space.vectors.get(key, []):
-            if space.vector(value) == vector:
-                return value
         # Known vector, but no known value agrees with its opaque atoms: unsettled.
         return key in space.vectors or not space.complete

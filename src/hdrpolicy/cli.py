@@ -14,7 +14,8 @@ import typer
 # Only what `fmt` and `check` need is imported here: the pre-commit hooks run
 # them on every commit.  Everything else (z3, oras, requests, jsonschema, the
 # Go build, Docker) is imported inside the command that uses it.
-from hdrpolicy import __version__, envoy
+from hdrpolicy import __version__, envoy, suppress
+from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS
 from hdrpolicy.checker import is_token
 from hdrpolicy.diagnostics import (
     Diagnostic,
@@ -46,9 +47,28 @@ app = typer.Typer(
 
 # Exit statuses.
 OK, FAILED, INVALID, SKIPPED_BUILD = 0, 1, 2, 3
-# The rule analysis's time per policy in `check`, and (smaller) in `compile`.
-ANALYSIS_BUDGET_MS = 10_000
-COMPILE_ANALYSIS_BUDGET_MS = 2_000
+# The rule analysis's wall-clock safety net in `check`/`diff`, and (smaller) in `compile`;
+# its real limit is the deterministic step budget (`budget.DEFAULT_STEPS`).
+ANALYSIS_CEILING_MS = DEFAULT_CEILING_MS
+COMPILE_ANALYSIS_CEILING_MS = 30_000
+BudgetSteps = Annotated[
+    int,
+    typer.Option(
+        "--budget",
+        min=0,
+        help="Work the rule analysis may do per policy, in counted steps (the same result on "
+        "any machine); 0 turns it off.",
+    ),
+]
+CeilingMs = Annotated[
+    int,
+    typer.Option(
+        "--budget-ms",
+        min=0,
+        help="Wall-clock safety net for the analysis, in ms (reported as HP405 if reached); "
+        "0 turns the analysis off.",
+    ),
+]
 
 
 # Registry options, shared by `compile --push` and `push`.
@@ -91,7 +111,10 @@ def _progress(message: str) -> None:
 
 
 def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
-    items: list[tuple[Source, Diagnostic]] = [(c.source, d) for c in results for d in c.diagnostics]
+    everything = [(c.source, d) for c in results for d in c.diagnostics]
+    # Suppressed findings show in SARIF only (marked as such), never here.
+    items: list[tuple[Source, Diagnostic]] = [(s, d) for s, d in everything if not d.suppression]
+    suppressed = len(everything) - len(items)
     if fmt is OutputFormat.JSON:
         typer.echo(render_json(items))
         return
@@ -102,7 +125,11 @@ def _print_diagnostics(results: list[Checked], fmt: OutputFormat) -> None:
         summary = f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s)"
         if counts[Severity.NOTE]:
             summary += f", {counts[Severity.NOTE]} note(s)"
+        if suppressed:
+            summary += f", {suppressed} suppressed"
         _err(summary)
+    elif suppressed:
+        _err(f"{suppressed} suppressed")
 
 
 STDIN = Path("-")
@@ -137,16 +164,25 @@ class CheckFormat(StrEnum):
     SARIF = "sarif"
 
 
-def _analysed(checked: Checked, budget_ms: int, strict: bool) -> Checked:
-    """Add the analysis warnings (errors with --strict) to a policy that checked clean."""
-    if not checked.ok or checked.policy is None or budget_ms <= 0:
-        return checked
-    from hdrpolicy.analysis import analyse  # z3: only when the analysis runs
+def _analysed(checked: Checked, steps: int, ceiling_ms: int, strict: bool) -> Checked:
+    """Add the analysis warnings (errors with --strict) to a policy that checked clean.
 
-    findings = analyse(checked.policy, checked.source, budget_ms)
+    Suppression comments are read (and checked) even with the analysis off.
+    """
+    if not checked.ok or checked.policy is None:
+        return checked
+    from hdrpolicy.analysis import analyse, is_stop  # z3: only when the analysis runs
+
+    suppressions, findings = suppress.collect(checked.source, checked.policy)
+    if steps > 0 and ceiling_ms > 0:
+        found = analyse(checked.policy, checked.source, steps, ceiling_ms)
+        complete = not any(is_stop(d) for d in found)
+        findings += suppress.apply(suppressions, found, complete)
     if strict:
         findings = [
-            dataclasses.replace(d, severity=Severity.ERROR) if d.severity is Severity.WARNING else d
+            dataclasses.replace(d, severity=Severity.ERROR)
+            if d.severity is Severity.WARNING and not d.suppression
+            else d
             for d in findings
         ]
     checked.diagnostics = sorted([*checked.diagnostics, *findings], key=sort_key)
@@ -164,9 +200,8 @@ def check(
     strict: Annotated[
         bool, typer.Option("--strict", help="Analysis findings are errors, not warnings.")
     ] = False,
-    budget_ms: Annotated[
-        int, typer.Option(min=0, help="Time for the rule analysis per policy; 0 turns it off.")
-    ] = ANALYSIS_BUDGET_MS,
+    budget: BudgetSteps = DEFAULT_STEPS,
+    budget_ms: CeilingMs = ANALYSIS_CEILING_MS,
 ) -> None:
     """Check policies: errors, then exact rule analysis; exit 1 if anything is an error."""
     results = []
@@ -176,7 +211,7 @@ def check(
         if checked is None:
             unreadable = True
         else:
-            results.append(_analysed(checked, budget_ms, strict))
+            results.append(_analysed(checked, budget, budget_ms, strict))
     items = [(c.source, d) for c in results for d in c.diagnostics]
     if output_format is CheckFormat.SARIF:
         from hdrpolicy.sarif import render_sarif
@@ -262,10 +297,25 @@ def diff_command(
     output_format: Annotated[
         DiffFormat, typer.Option("--format", help="text, json or markdown (for a PR comment).")
     ] = DiffFormat.TEXT,
+    budget: Annotated[
+        int,
+        typer.Option(
+            "--budget",
+            help="Work the comparison may do, in counted steps (the same result on any "
+            "machine); past it the diff is incomplete (exit 2).",
+        ),
+    ] = DEFAULT_STEPS,
+    budget_ms: Annotated[
+        int,
+        typer.Option(
+            "--budget-ms", help="Wall-clock safety net, in ms; past it the diff is incomplete."
+        ),
+    ] = ANALYSIS_CEILING_MS,
 ) -> None:
     """What changes in behaviour from OLD to NEW, each with a witness request.
 
-    Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is invalid.
+    Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is
+    invalid or the comparison could not be finished (it says why).
     """
     from hdrpolicy import diff
 
@@ -280,13 +330,18 @@ def diff_command(
             _print_diagnostics([checked], OutputFormat.TEXT)
             raise typer.Exit(INVALID)
         loaded.append(checked.policy)
-    result = diff.diff_policies(loaded[0], loaded[1])
+    if budget <= 0 or budget_ms <= 0:
+        _err("error: `diff` needs a positive --budget and --budget-ms")
+        raise typer.Exit(INVALID)
+    result = diff.diff_policies(loaded[0], loaded[1], steps=budget, ceiling_ms=budget_ms)
     render = {
         DiffFormat.TEXT: diff.render_text,
         DiffFormat.JSON: diff.render_json,
         DiffFormat.MARKDOWN: diff.render_markdown,
     }[output_format]
     typer.echo(render(result, old, new), nl=False)
+    if not result.complete:
+        raise typer.Exit(INVALID)
     if not result.equivalent:
         raise typer.Exit(FAILED)
 
@@ -332,9 +387,13 @@ def compile_command(
         bool,
         typer.Option("--docker", help="With --push: build and push with a Docker engine."),
     ] = False,
+    analysis_budget: Annotated[
+        int, typer.Option(min=0, help="Steps for the rule analysis's warnings; 0 turns it off.")
+    ] = DEFAULT_STEPS,
     analysis_budget_ms: Annotated[
-        int, typer.Option(min=0, help="Time for the rule analysis's warnings; 0 turns it off.")
-    ] = COMPILE_ANALYSIS_BUDGET_MS,
+        int,
+        typer.Option(min=0, help="Wall-clock safety net for the analysis, in ms; 0 turns it off."),
+    ] = COMPILE_ANALYSIS_CEILING_MS,
     envoy_address: Annotated[
         str, typer.Option(help="envoy.yaml: the listener's IP address.")
     ] = envoy.DEFAULT_ADDRESS,
@@ -405,7 +464,7 @@ def compile_command(
     for note in result.recovered:
         _err(f"note: {note}")
     if result.checked.ok:
-        _analysed(result.checked, analysis_budget_ms, strict=False)
+        _analysed(result.checked, analysis_budget, analysis_budget_ms, strict=False)
     _print_diagnostics([result.checked], OutputFormat.TEXT)
     if not result.checked.ok:
         raise typer.Exit(FAILED)
@@ -680,9 +739,15 @@ def test_command(
         Proxy | None,
         typer.Option(help="Also run every case through this proxy over HTTP/1.1 and HTTP/2."),
     ] = None,
+    coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage", help="Also report the rules and condition sides no case exercises."
+        ),
+    ] = False,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
-    from hdrpolicy import runner
+    from hdrpolicy import runner, testcoverage
     from hdrpolicy.policytests import load as load_tests
     from hdrpolicy.policytests import tests_path_for
 
@@ -725,10 +790,16 @@ def test_command(
         )
         for d in items:
             _err(render_text(source, d) + "\n")
+    measured = testcoverage.of_reports(reports) if coverage else []
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps(runner.to_json(reports), indent=2))
+        data = runner.to_json(reports)
+        if coverage:
+            data["coverage"] = [testcoverage.to_json(m) for m in measured]
+        typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(runner.render_text(reports))
+        for m in measured:
+            typer.echo(testcoverage.render_text(m))
     if junit_xml is not None and not _written(junit_xml, runner.to_junit(reports)):
         raise typer.Exit(FAILED)
     if not all(r.ok for r in reports):

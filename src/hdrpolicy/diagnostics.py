@@ -68,6 +68,8 @@ CODES: dict[str, str] = {
     "HP403": "redundant rule",
     "HP404": "`allow` makes a later deny partly dead",
     "HP405": "analysis could not decide",
+    "HP406": "unused suppression",
+    "HP407": "invalid suppression",
 }
 
 
@@ -88,6 +90,8 @@ class Diagnostic:
     span: Span
     help: str | None = None
     notes: tuple[str, ...] = ()
+    # The reason given by a `# hdrpolicy: ignore` comment that silences it (`suppress`).
+    suppression: str | None = None
 
 
 # What ends a line.  CR, CRLF and LF are all line breaks (as `cat`, editors and

@@ -3,16 +3,17 @@
 Both policies' decisions are encoded over one request (`reasoner`); z3 then lists
 every distinct pair (rule that decided before, rule that decides now) whose
 responses differ, one witness request each, blocking each pair once found.
-"No pair" is exact: the policies are equivalent (for requests with at most one
-of each header).  Every witness is re-run through `evaluate` on both policies;
-one the evaluator does not confirm is kept as unconfirmed, never as a change.
+"No pair" is exact: the policies are equivalent for requests that send each
+header once (with a header repeated, the earliest rule that denies any reading
+decides, so reordering rules can matter there).  Every witness is re-run
+through `evaluate` on both policies; one the evaluator does not confirm is
+kept as unconfirmed, never as a change.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,56 +21,90 @@ from typing import Any
 import z3
 
 from hdrpolicy import ir
+from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS, EVALUATION, Budget, BudgetSpent
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import Decision, Headers, evaluate
 from hdrpolicy.pipeline import Checked, check_file, check_source
+from hdrpolicy.printer import policy_string
 from hdrpolicy.reasoner import Reasoner
 from hdrpolicy.smt import render_request, response_key, simplify
 
 MAX_CHANGES = 50
-DEFAULT_TIMEOUT_MS = 10_000
+# The order changes are listed in: what a security reviewer looks for first.
+KINDS = ("now allowed", "now denied", "response changed")
+ONE_EACH = "for requests that send each header once"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one policy decided the witness: `allow` or `deny STATUS`, by which line."""
+    """How one policy decided the witness: allow, or deny with a response, by which line."""
 
     allowed: bool
     status: int | None
     body: str
     line: int | None
     is_default: bool
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, d: Decision) -> Outcome:
         line = d.rule.span.line if d.rule is not None else None
-        return cls(d.allowed, d.status, d.body.decode("utf-8", "replace"), line, d.is_default)
+        headers = tuple((k.decode(), v.decode("utf-8", "replace")) for k, v in d.headers)
+        return cls(
+            d.allowed, d.status, d.body.decode("utf-8", "replace"), line, d.is_default, headers
+        )
 
-    def describe(self) -> str:
-        what = "allowed" if self.allowed else f"denied {self.status}"
+    def response(self, headers: tuple[tuple[str, str], ...] = ()) -> str:
+        """`allowed`, or `denied 403 "body"` (with `headers`: the ones that changed)."""
+        if self.allowed:
+            return "allowed"
+        out = f"denied {self.status}" + (f" {policy_string(self.body)}" if self.body else "")
+        if headers:
+            out += " with " + ", ".join(f"{k}: {policy_string(v)}" for k, v in headers)
+        return out
+
+    def by(self) -> str:
         if self.line is not None:
-            return f"{what} by the rule at line {self.line}"
-        return f"{what} by the default" if self.is_default else f"{what} (no rule fired)"
+            return f"by the rule at line {self.line}"
+        return "by the default" if self.is_default else "(no rule fired)"
+
+    def describe(self, headers: tuple[tuple[str, str], ...] = ()) -> str:
+        return f"{self.response(headers)} {self.by()}"
 
 
 @dataclass(frozen=True)
 class Change:
     """A class of requests whose decision changed, with one request of it."""
 
-    kind: str  # "now denied", "now allowed", "response changed"
+    kind: str  # one of KINDS
     old: Outcome
     new: Outcome
     witness: Headers
     confirmed: bool
 
+    def sides(self) -> tuple[str, str]:
+        """Before and after; two denies alike but for headers name the headers that differ."""
+        alike = (
+            not self.old.allowed
+            and not self.new.allowed
+            and (self.old.status, self.old.body) == (self.new.status, self.new.body)
+        )
+        if not alike:
+            return self.old.describe(), self.new.describe()
+        old = tuple(h for h in self.old.headers if h not in self.new.headers)
+        new = tuple(h for h in self.new.headers if h not in self.old.headers)
+        return self.old.describe(old), self.new.describe(new)
+
     def describe(self) -> str:
-        return f"was {self.old.describe()}, now {self.new.describe()}"
+        """`denied 403 "a" by the rule at line 2 → denied 403 "b" by the rule at line 3`."""
+        before, after = self.sides()
+        return f"{before} → {after}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "old": self.old.__dict__,
-            "new": self.new.__dict__,
+            "old": {**self.old.__dict__, "headers": [list(h) for h in self.old.headers]},
+            "new": {**self.new.__dict__, "headers": [list(h) for h in self.new.headers]},
             "witness": [[k.decode(), v.decode()] for k, v in self.witness],
             "confirmed": self.confirmed,
         }
@@ -77,10 +112,14 @@ class Change:
 
 @dataclass
 class DiffResult:
-    """`equivalent`, or the changes; `complete` is False when z3 gave up or the list was cut."""
+    """`equivalent`, or the changes; `incomplete` says why the list may not be whole."""
 
     changes: list[Change] = field(default_factory=list)
-    complete: bool = True
+    incomplete: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete is None
 
     @property
     def equivalent(self) -> bool:
@@ -88,62 +127,88 @@ class DiffResult:
 
 
 def diff_policies(
-    old: ir.Policy, new: ir.Policy, *, timeout_ms: int = DEFAULT_TIMEOUT_MS
+    old: ir.Policy,
+    new: ir.Policy,
+    *,
+    steps: int = DEFAULT_STEPS,
+    ceiling_ms: int = DEFAULT_CEILING_MS,
 ) -> DiffResult:
-    """Every behaviour change from `old` to `new`, one witness request per change class."""
-    r = Reasoner([old, new], time.monotonic() + timeout_ms / 1000)
-    old_fires = [r.define(f"old{i}", r.fires(rule)) for i, rule in enumerate(old.rules)]
-    new_fires = [r.define(f"new{i}", r.fires(rule)) for i, rule in enumerate(new.rules)]
-    old_idx, old_key = _decision(old, old_fires)
-    new_idx, new_key = _decision(new, new_fires)
-    keys = {k: n for n, k in enumerate(sorted({*old_key.keys(), *new_key.keys()}, key=repr))}
-    o_resp = _chain(
-        old_fires,
-        [keys[response_key(r.response)] for r in old.rules],
-        keys[response_key(old.default)],
-    )
-    n_resp = _chain(
-        new_fires,
-        [keys[response_key(r.response)] for r in new.rules],
-        keys[response_key(new.default)],
-    )
-    r.add(o_resp != n_resp)
+    """Every behaviour change from `old` to `new`, one witness request per change class.
+
+    The work is bounded like the analysis's (`budget`): the same two
+    policies give the same answer on any machine.
+    """
+    budget = Budget(steps, ceiling_ms)
     result = DiffResult()
-    for _ in range(MAX_CHANGES):
-        answer = r.solve()
-        if answer.verdict == "unsat":
-            return result
-        if answer.verdict != "sat":
-            result.complete = False
-            return result
-        assert answer.model is not None and answer.request is not None
-        oi = answer.model.eval(old_idx, model_completion=True).as_long()
-        ni = answer.model.eval(new_idx, model_completion=True).as_long()
-        result.changes.append(_change(old, new, answer.request, oi, ni))
-        r.add(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
-    result.complete = False
+    try:
+        _find_changes(old, new, Reasoner([old, new], budget), result)
+    except BudgetSpent as exc:
+        result.incomplete = (
+            f"the wall-clock ceiling of {ceiling_ms / 1000:g} s was reached "
+            "(raise it with `--budget-ms`)"
+            if exc.ceiling
+            else f"its budget of {steps} steps is spent (raise it with `--budget {steps * 4}`)"
+        )
+    result.changes.sort(key=lambda c: (KINDS.index(c.kind), c.old.line or 0, c.new.line or 0))
     return result
 
 
+def _find_changes(old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResult) -> None:
+    old_fires = [r.define(f"old{i}", r.fires(rule)) for i, rule in enumerate(old.rules)]
+    new_fires = [r.define(f"new{i}", r.fires(rule)) for i, rule in enumerate(new.rules)]
+    old_idx, old_key = _decision(old, old_fires, r.ctx)
+    new_idx, new_key = _decision(new, new_fires, r.ctx)
+    keys = {k: n for n, k in enumerate(sorted({*old_key.keys(), *new_key.keys()}, key=repr))}
+    o_resp = _chain(
+        old_fires,
+        [keys[response_key(rule.response)] for rule in old.rules],
+        keys[response_key(old.default)],
+        r.ctx,
+    )
+    n_resp = _chain(
+        new_fires,
+        [keys[response_key(rule.response)] for rule in new.rules],
+        keys[response_key(new.default)],
+        r.ctx,
+    )
+    r.add(o_resp != n_resp)
+    for _ in range(MAX_CHANGES):
+        answer = r.solve()
+        if answer.verdict == "unsat":
+            return
+        if answer.verdict != "sat":
+            result.incomplete = "the solver could not settle a pattern it cannot translate exactly"
+            return
+        assert answer.model is not None and answer.request is not None
+        oi = answer.model.eval(old_idx, model_completion=True).as_long()
+        ni = answer.model.eval(new_idx, model_completion=True).as_long()
+        result.changes.append(_change(old, new, answer.request, oi, ni, r.budget))
+        r.add(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
+    result.incomplete = f"the list stops at {MAX_CHANGES} changes"
+
+
 def _decision(
-    policy: ir.Policy, fires: list[z3.BoolRef]
+    policy: ir.Policy, fires: list[z3.BoolRef], ctx: z3.Context
 ) -> tuple[z3.ArithRef, dict[tuple[object, ...], None]]:
     """The index of the deciding rule (len(rules): none) and the responses in play."""
-    idx = _chain(fires, list(range(len(fires))), len(fires))
+    idx = _chain(fires, list(range(len(fires))), len(fires), ctx)
     responses = {response_key(r.response): None for r in policy.rules}
     responses[response_key(policy.default)] = None
     return idx, responses
 
 
-def _chain(fires: list[z3.BoolRef], ids: list[int], last: int) -> z3.ArithRef:
-    out: z3.ArithRef = z3.IntVal(last)
+def _chain(fires: list[z3.BoolRef], ids: list[int], last: int, ctx: z3.Context) -> z3.ArithRef:
+    out: z3.ArithRef = z3.IntVal(last, ctx)
     for f, n in zip(reversed(fires), reversed(ids), strict=True):
-        out = z3.If(f, z3.IntVal(n), out)
+        out = z3.If(f, z3.IntVal(n, ctx), out)
     return out
 
 
-def _change(old: ir.Policy, new: ir.Policy, request: Headers, oi: int, ni: int) -> Change:
+def _change(
+    old: ir.Policy, new: ir.Policy, request: Headers, oi: int, ni: int, budget: Budget
+) -> Change:
     def shows(candidate: Headers) -> bool:
+        budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
         before, after = evaluate(old, candidate), evaluate(new, candidate)
         return (
             _index(old, before) == oi
@@ -207,14 +272,20 @@ def load_policy(spec: str, cwd: Path | None = None) -> Checked:
 
 def render_text(result: DiffResult, old_name: str, new_name: str) -> str:
     if result.equivalent:
-        return f"{old_name} and {new_name} are equivalent\n"
-    out = [f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name}:"]
+        return f"{old_name} and {new_name} are equivalent {ONE_EACH}\n"
+    out = []
+    if result.changes:
+        out.append(
+            f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name} "
+            f"({ONE_EACH}):"
+        )
     for c in result.changes:
         mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
         out.append(f"- {c.kind}: {c.describe()}{mark}")
         out.append(f"  witness: {render_request(c.witness)}")
-    if not result.complete:
-        out.append("(incomplete: the solver gave up or the list was cut; there may be more)")
+    if result.incomplete is not None:
+        found = "there may be more" if result.changes else "none was found before it stopped"
+        out.append(f"diff incomplete: {result.incomplete}; {found}")
     return "\n".join(out) + "\n"
 
 
@@ -225,6 +296,8 @@ def render_json(result: DiffResult, old_name: str, new_name: str) -> str:
             "new": new_name,
             "equivalent": result.equivalent,
             "complete": result.complete,
+            "incomplete": result.incomplete,
+            "scope": ONE_EACH,
             "changes": [c.to_json() for c in result.changes],
         },
         indent=2,
@@ -233,17 +306,23 @@ def render_json(result: DiffResult, old_name: str, new_name: str) -> str:
 
 def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
     if result.equivalent:
-        return f"**`{old_name}` → `{new_name}`: equivalent**, no request is decided differently.\n"
-    out = [
-        f"### `{old_name}` → `{new_name}`: {len(result.changes)} change(s) in behaviour",
-        "",
-        "| change | before | after | witness request |",
-        "| --- | --- | --- | --- |",
-    ]
+        return (
+            f"**`{old_name}` → `{new_name}`: equivalent**, no request that sends each header "
+            "once is decided differently.\n"
+        )
+    out = [f"### `{old_name}` → `{new_name}`: {len(result.changes)} change(s) in behaviour", ""]
+    if result.changes:
+        out += [
+            "| change | before | after | witness request |",
+            "| --- | --- | --- | --- |",
+        ]
     for c in result.changes:
         witness = render_request(c.witness).replace("|", "\\|")
         mark = "" if c.confirmed else " ⚠ unconfirmed"
-        out.append(f"| {c.kind}{mark} | {c.old.describe()} | {c.new.describe()} | `{witness}` |")
-    if not result.complete:
-        out += ["", "_Incomplete: the solver gave up or the list was cut._"]
+        before, after = (side.replace("|", "\\|") for side in c.sides())
+        out.append(f"| {c.kind}{mark} | {before} | {after} | `{witness}` |")
+    if result.incomplete is not None:
+        out += ["", f"**Incomplete:** {result.incomplete}; there may be more changes."]
+    else:
+        out += ["", f"_Decided {ONE_EACH}._"]
     return "\n".join(out) + "\n"

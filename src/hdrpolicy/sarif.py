@@ -83,6 +83,8 @@ def _result(source: Source, d: Diagnostic, index: dict[str, int]) -> dict[str, A
     }
     if d.code in index:
         result["ruleIndex"] = index[d.code]
+    if d.suppression is not None:
+        result["suppressions"] = [{"kind": "inSource", "justification": d.suppression}]
     return result
 
 

@@ -1,0 +1,109 @@
+"""`hdrpolicy test --coverage`: the rules and condition sides no test case exercises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, hdrpolicy
+from hdrpolicy import policytests
+from hdrpolicy.diagnostics import Source
+from hdrpolicy.pipeline import check_source
+from hdrpolicy.policytests import load
+from hdrpolicy.testcoverage import PolicyCoverage, measure, render_text, to_json
+
+POLICY = """\
+allow when method == "OPTIONS"
+deny 401 "creds" when not header authorization exists
+deny 403 "admins" when path starts_with "/admin/" and not header x-role in ["admin", "ops"]
+deny 410 "gone" when path == "/old"
+default deny 404 "no route"
+"""
+TESTS = """\
+cases:
+  - name: preflight
+    request: {method: OPTIONS}
+    expect: allow
+  - name: no credentials
+    request: {}
+    expect: {status: 401}
+  - name: admin area, repeated role
+    request: {path: /admin/x, headers: [[authorization, t], [x-role, user], [x-role, admin]]}
+    expect: {status: 403}
+"""
+
+
+def _measure(tmp_path: Path, policy: str, tests: str) -> PolicyCoverage:
+    (tmp_path / "p.hp").write_text(policy)
+    (tmp_path / "p.tests.yaml").write_text(tests)
+    checked = check_source(Source("p.hp", policy), "p")
+    assert checked.policy is not None
+    loaded = load(tmp_path / "p.tests.yaml")
+    assert not loaded.diagnostics
+    return measure("p.hp", "p.tests.yaml", checked.policy, loaded.cases)
+
+
+def test_gaps_name_rules_condition_sides_and_comparisons(tmp_path: Path) -> None:
+    c = _measure(tmp_path, POLICY, TESTS)
+    assert (c.rules_covered, len(c.rules), c.fallthrough) == (3, 4, 0)
+    assert [(g["line"], g["kind"], g["what"]) for g in c.gaps()] == [
+        (3, "comparison", "is never false"),
+        (4, "rule", "decides no case"),
+        (4, "condition", "never fires (its condition is never true)"),
+        (4, "comparison", "is never true"),
+        (5, "default", "the default decides no case"),
+    ]
+    # The repeated x-role gave three readings: user, admin and "user, admin"; the
+    # `in` comparison was true for one of them, false for two; the reading "admin"
+    # got past the rule (to the default, though the case is decided by the rule).
+    admin_rule = c.rules[2]
+    assert [(x.sides.true, x.sides.false) for x in admin_rule.comparisons] == [(3, 0), (1, 2)]
+    text = render_text(c)
+    assert text.splitlines()[0] == (
+        "coverage of p.hp by p.tests.yaml: 3/4 rules decide a case, default never reached, "
+        "15/18 sides of conditions and comparisons seen"
+    )
+    assert '  p.hp:3:24: `path starts_with "/admin/"` is never false' in text
+    assert "  p.hp:4: the rule decides no case" in text
+    data = to_json(c)
+    assert data["rules"] == {"covered": 3, "total": 4}
+    assert data["sides"] == {"covered": 15, "total": 18}
+    assert data["per_rule"][3]["decided"] == 0
+
+
+def test_more_cases_close_the_gaps(tmp_path: Path) -> None:
+    more = TESTS + (
+        "  - name: a user is no admin\n"
+        "    request: {path: /admin/x, headers: {authorization: t, x-role: ops}}\n"
+        "    expect: {status: 404}\n"
+        "  - name: gone\n"
+        "    request: {path: /old, headers: {authorization: t}}\n"
+        "    expect: {status: 410}\n"
+    )
+    c = _measure(tmp_path, POLICY, more)
+    assert c.complete_rules() and c.gaps() == [] and c.sides() == (18, 18)
+
+
+@pytest.mark.parametrize("policy", sorted(EXAMPLES.glob("*.hp")), ids=lambda p: p.name)
+def test_the_examples_tests_cover_every_rule_and_side(policy: Path) -> None:
+    checked = check_source(Source(str(policy), policy.read_text()), policy.stem)
+    assert checked.policy is not None
+    loaded = load(policytests.tests_path_for(policy))
+    c = measure(str(policy), "tests", checked.policy, loaded.cases)
+    assert c.complete_rules() and c.gaps() == []
+
+
+def test_cli_reports_coverage_as_text_and_json() -> None:
+    policy = str(EXAMPLES / "header-authorization.hp")
+    proc = hdrpolicy("test", "--coverage", policy)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith(
+        f"coverage of {policy} by {EXAMPLES / 'header-authorization.tests.yaml'}: "
+        "1/1 rules decide a case"
+    )
+    data = json.loads(hdrpolicy("test", "--coverage", "--format", "json", policy).stdout)
+    [coverage] = data["coverage"]
+    assert coverage["rules"] == {"covered": 1, "total": 1} and coverage["uncovered"] == []
+    assert "coverage" not in json.loads(hdrpolicy("test", "--format", "json", policy).stdout)
