@@ -102,14 +102,38 @@ _FOLD_EXTRA = {"k": (0x212A,), "s": (0x17F,)}
 _REPEAT = re.compile(r"\{(\d+)(,(\d*))?\}")
 
 
+# The parser and the translation recurse once per group: patterns Go takes with
+# groups nested deeper (up to 999) are left untranslated, never a RecursionError.
+MAX_NESTING = 100
+
+
 def parse(pattern: str) -> Node | Untranslatable:
     """The syntax tree of a valid Go pattern, or the construct that keeps it untranslated."""
+    if _nesting(pattern) > MAX_NESTING:
+        return Untranslatable(f"groups nested more than {MAX_NESTING} deep")
     try:
         return _Parser(pattern).parse()
     except _Stop as exc:
         return Untranslatable(exc.construct)
     except (IndexError, ValueError):
         return Untranslatable("a construct this analysis does not read")
+
+
+def _nesting(pattern: str) -> int:
+    """How deep `(` nests (an escaped or bracketed `(` may count: it only overestimates)."""
+    depth = deepest = 0
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
 
 
 @dataclass

@@ -98,6 +98,10 @@ class PolicyCoverage:
             line = r.rule.span.line
             if r.decided == 0:
                 out.append({"line": line, "kind": "rule", "what": "decides no case"})
+            if r.rule.condition is not None and r.condition.true + r.condition.false == 0:
+                # Earlier rules decide every case: its sides say nothing more.
+                out.append({"line": line, "kind": "condition", "what": "is reached by no case"})
+                continue
             if r.rule.condition is not None:
                 for side in r.condition.missing:
                     what = (
@@ -152,28 +156,31 @@ def measure(path: str, tests: str, policy: ir.Policy, cases: list[Case]) -> Poli
     coverage = PolicyCoverage(path, tests, policy, rules)
     for case in cases:
         # What the plug-in sees differs per protocol (codec.deliver): a case covers
-        # what either protocol's readings exercise; its decision is counted once.
+        # what the readings of either protocol exercise, each distinct reading once;
+        # its decision is counted once, over the first protocol.
+        seen_readings: dict[tuple[tuple[str, bytes | None], ...], dict[str, bytes | None]] = {}
         for n, protocol in enumerate(Protocol):
             request = deliver(protocol, case.request())
             decision = evaluate(policy, request)
             if decision.refusal is not None:
                 continue  # refused before any rule ran
             if n == 0 and decision.rule is not None:
-                rules[
-                    next(i for i, r in enumerate(policy.rules) if r is decision.rule)
-                ].decided += 1
+                decided = next(i for i, r in enumerate(policy.rules) if r is decision.rule)
+                rules[decided].decided += 1
             elif n == 0:
                 coverage.fallthrough += 1
             for values in readings(policy, request):
-                for r in rules:
-                    seen: list[CompareTrace] = []
-                    fired = fires(r.rule, values, seen)
-                    for trace in seen:
-                        by_compare[id(trace.compare)].sides.see(trace.result)
-                    if r.rule.condition is not None:
-                        r.condition.see(fired == (r.rule.guard is ir.Guard.WHEN))
-                    if fired:
-                        break
+                seen_readings.setdefault(tuple(sorted(values.items())), values)
+        for values in seen_readings.values():
+            for r in rules:
+                seen: list[CompareTrace] = []
+                fired = fires(r.rule, values, seen)
+                for trace in seen:
+                    by_compare[id(trace.compare)].sides.see(trace.result)
+                if r.rule.condition is not None:
+                    r.condition.see(fired == (r.rule.guard is ir.Guard.WHEN))
+                if fired:
+                    break
     return coverage
 
 
