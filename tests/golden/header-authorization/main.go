@@ -7,8 +7,10 @@
 package main
 
 import (
+	"encoding/binary"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
@@ -97,17 +99,21 @@ var denyLine4 = denial{
 }
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
+// The SDK's ABI (0.2.0) cannot ask Envoy for its log level, so the line is built
+// on every denial: in one buffer, one allocation.
 func (r *request) deny(d *denial) types.Action {
-	msg := d.logLine
+	var msg strings.Builder
+	msg.Grow(len(d.logLine) + 96)
+	msg.WriteString(d.logLine)
 	for i, f := range d.why {
 		if i == 0 {
-			msg += ": "
+			msg.WriteString(": ")
 		} else {
-			msg += ", "
+			msg.WriteString(", ")
 		}
-		msg += r.describe(f)
+		r.describe(&msg, f)
 	}
-	proxywasm.LogDebug(msg)
+	proxywasm.LogDebug(msg.String())
 	if err := proxywasm.SendHttpResponse(d.status, d.headers, d.body, -1); err != nil {
 		proxywasm.LogError(policyName + ": sending the local response failed: " + err.Error())
 	}
@@ -153,16 +159,16 @@ var tooManyReadings = denial{
 // load reads the request headers from the host once; false if the request
 // has more than maxReadings readings.
 func (r *request) load() bool {
-	pairs, err := proxywasm.GetHttpRequestHeaders()
-	if err != nil {
+	var pairs headerPairs
+	if !pairs.read() {
 		return true
 	}
-	for _, kv := range pairs {
-		f := lookupField(lowerASCII(kv[0]))
+	for pairs.next() {
+		f := lookupField(pairs.name)
 		if f < 0 {
 			continue
 		}
-		value := normalize(f, kv[1])
+		value := normalize(f, pairs.value)
 		if r.count[f] == 0 {
 			r.first[f] = value
 		} else {
@@ -187,13 +193,64 @@ func (r *request) load() bool {
 	return true
 }
 
-// lookupField maps a lower-case header name to the field it is, or -1.
+// lookupField maps a header name, in any case, to the field it is, or -1. Only
+// names as long as a field's are lower-cased and compared.
 func lookupField(name string) field {
-	switch name {
-	case "allow":
-		return headerAllow
+	switch len(name) {
+	case 5:
+		switch lowerASCII(name) {
+		case "allow":
+			return headerAllow
+		}
 	}
 	return -1
+}
+
+// headerPairs walks the request headers as the host serialised them, without
+// copying them or allocating: the SDK's GetHttpRequestHeaders builds a slice of
+// pairs on every request. The layout (proxy-wasm ABI): the number of headers,
+// then each name's and value's size, then the names and values, each followed
+// by a NUL byte.
+type headerPairs struct {
+	data        []byte
+	left        int // headers not yet walked
+	sizes, at   int // offsets of the next sizes and the next name
+	name, value string
+}
+
+// requestHeaders is the proxy-wasm map type of the HTTP request headers.
+const requestHeaders = 0
+
+//go:wasmimport env proxy_get_header_map_pairs
+func proxyGetHeaderMapPairs(mapType uint32, returnData unsafe.Pointer, returnSize *int32) uint32
+
+// read fetches all request headers in one host call; false if the host failed.
+func (h *headerPairs) read() bool {
+	var data *byte
+	var size int32
+	if proxyGetHeaderMapPairs(requestHeaders, unsafe.Pointer(&data), &size) != 0 || data == nil {
+		return false
+	}
+	h.data = unsafe.Slice(data, size)
+	h.left = int(binary.LittleEndian.Uint32(h.data))
+	h.sizes, h.at = 4, 4+8*h.left
+	return true
+}
+
+// next moves to the next header; false after the last.
+func (h *headerPairs) next() bool {
+	if h.left == 0 {
+		return false
+	}
+	h.left--
+	nameSize := int(binary.LittleEndian.Uint32(h.data[h.sizes:]))
+	valueSize := int(binary.LittleEndian.Uint32(h.data[h.sizes+4:]))
+	h.sizes += 8
+	h.name = unsafe.String(&h.data[h.at], nameSize)
+	h.at += nameSize + 1
+	h.value = unsafe.String(&h.data[h.at], valueSize)
+	h.at += valueSize + 1
+	return true
 }
 
 // normalize trims optional whitespace and applies the subject's own rule:
@@ -230,14 +287,25 @@ func (r *request) get(f field) (string, bool) {
 	return r.more[f][r.pick[f]-1], true
 }
 
-// describe renders a field's value for the deny log, quoted so that no
-// request byte can forge a log line.
-func (r *request) describe(f field) string {
+// describe writes a field's value for the deny log, quoted (as strconv.Quote
+// does) so that no request byte can forge a log line.
+func (r *request) describe(msg *strings.Builder, f field) {
+	msg.WriteString(fieldLabels[f])
 	v, ok := r.get(f)
 	if !ok {
-		return fieldLabels[f] + " is missing"
+		msg.WriteString(" is missing")
+		return
 	}
-	return fieldLabels[f] + " is " + strconv.Quote(v)
+	msg.WriteString(" is ")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			msg.WriteString(strconv.Quote(v))
+			return
+		}
+	}
+	msg.WriteByte('"') // printable ASCII: quoted as it is, without allocating
+	msg.WriteString(v)
+	msg.WriteByte('"')
 }
 
 func lowerASCII(s string) string {
