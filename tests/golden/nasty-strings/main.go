@@ -188,19 +188,27 @@ var tooManyReadings = denial{
 // load reads the request headers from the host once; false if the request
 // has more than maxReadings readings.
 func (r *request) load() bool {
-	var pairs headerPairs
-	if !pairs.read() {
+	data, ok := requestHeaderPairs()
+	if !ok {
 		return true
 	}
-	for pairs.next() {
-		f := lookupField(pairs.name)
+	// The host's layout (proxy-wasm ABI): the number of headers, then each
+	// name's and value's size, then the names and values, each followed by a NUL.
+	count := int(binary.LittleEndian.Uint32(data))
+	for sizes, at := 4, 4+8*count; sizes < 4+8*count; sizes += 8 {
+		nameSize := int(binary.LittleEndian.Uint32(data[sizes:]))
+		valueSize := int(binary.LittleEndian.Uint32(data[sizes+4:]))
+		name := unsafe.String(&data[at], nameSize)
+		raw := unsafe.String(&data[at+nameSize+1], valueSize)
+		at += nameSize + valueSize + 2
+		f := lookupField(name)
 		if f < 0 {
 			continue
 		}
 		if r.count[f] > 0 && (f == fieldPath) {
 			continue // pseudo-headers are single: the first one counts
 		}
-		value := normalize(f, pairs.value)
+		value := normalize(f, raw)
 		if r.count[f] == 0 {
 			r.first[f] = value
 		} else {
@@ -249,52 +257,30 @@ func lookupField(name string) field {
 	return -1
 }
 
-// headerPairs walks the request headers as the host serialised them, without
-// copying them or allocating: the SDK's GetHttpRequestHeaders builds a slice of
-// pairs on every request. The layout (proxy-wasm ABI): the number of headers,
-// then each name's and value's size, then the names and values, each followed
-// by a NUL byte.
-type headerPairs struct {
-	data        []byte
-	left        int // headers not yet walked
-	sizes, at   int // offsets of the next sizes and the next name
-	name, value string
+// requestHeaderPairs reads all request headers in one host call and returns
+// them as the host serialised them, not copied: the SDK's GetHttpRequestHeaders
+// would also build a slice of pairs on every request. false if the host failed.
+func requestHeaderPairs() ([]byte, bool) {
+	if proxyGetHeaderMapPairs(requestHeaders, unsafe.Pointer(&hostData), &hostSize) != 0 || hostData == nil {
+		return nil, false
+	}
+	data := unsafe.Slice(hostData, hostSize)
+	hostData = nil
+	return data, true
 }
+
+// hostData and hostSize receive where the host put its answer: package
+// variables, as a local whose address goes to the host is moved to the heap.
+var (
+	hostData *byte
+	hostSize int32
+)
 
 // requestHeaders is the proxy-wasm map type of the HTTP request headers.
 const requestHeaders = 0
 
 //go:wasmimport env proxy_get_header_map_pairs
 func proxyGetHeaderMapPairs(mapType uint32, returnData unsafe.Pointer, returnSize *int32) uint32
-
-// read fetches all request headers in one host call; false if the host failed.
-func (h *headerPairs) read() bool {
-	var data *byte
-	var size int32
-	if proxyGetHeaderMapPairs(requestHeaders, unsafe.Pointer(&data), &size) != 0 || data == nil {
-		return false
-	}
-	h.data = unsafe.Slice(data, size)
-	h.left = int(binary.LittleEndian.Uint32(h.data))
-	h.sizes, h.at = 4, 4+8*h.left
-	return true
-}
-
-// next moves to the next header; false after the last.
-func (h *headerPairs) next() bool {
-	if h.left == 0 {
-		return false
-	}
-	h.left--
-	nameSize := int(binary.LittleEndian.Uint32(h.data[h.sizes:]))
-	valueSize := int(binary.LittleEndian.Uint32(h.data[h.sizes+4:]))
-	h.sizes += 8
-	h.name = unsafe.String(&h.data[h.at], nameSize)
-	h.at += nameSize + 1
-	h.value = unsafe.String(&h.data[h.at], valueSize)
-	h.at += valueSize + 1
-	return true
-}
 
 // normalize trims optional whitespace and applies the subject's own rule:
 // the path loses its query string, the host its port and upper case.

@@ -155,16 +155,17 @@ var tooManyReadings = denial{
 // load reads the request headers from the host once; false if the request
 // has more than maxReadings readings.
 func (r *request) load() bool {
-	var pairs headerPairs
-	if !pairs.read() {
+	pairs, err := proxywasm.GetHttpRequestHeaders()
+	if err != nil {
 		return true
 	}
-	for pairs.next() {
-		f := lookupField(pairs.name)
+	for _, kv := range pairs {
+		name, raw := kv[0], kv[1]
+		f := lookupField(name)
 		if f < 0 {
 			continue
 		}
-		value := normalize(f, pairs.value)
+		value := normalize(f, raw)
 		if r.count[f] == 0 {
 			r.first[f] = value
 		} else {
@@ -200,29 +201,6 @@ func lookupField(name string) field {
 		}
 	}
 	return -1
-}
-
-// headerPairs walks the request headers, read with the SDK in one host call.
-type headerPairs struct {
-	pairs       [][2]string
-	name, value string
-}
-
-// read fetches all request headers in one host call; false if the host failed.
-func (h *headerPairs) read() bool {
-	pairs, err := proxywasm.GetHttpRequestHeaders()
-	h.pairs = pairs
-	return err == nil
-}
-
-// next moves to the next header; false after the last.
-func (h *headerPairs) next() bool {
-	if len(h.pairs) == 0 {
-		return false
-	}
-	h.name, h.value = h.pairs[0][0], h.pairs[0][1]
-	h.pairs = h.pairs[1:]
-	return true
 }
 
 // normalize trims optional whitespace and applies the subject's own rule:
