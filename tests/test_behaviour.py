@@ -38,6 +38,28 @@ def test_tutorial_plugin_denies_without_allow_header(tutorial_wasm: Path) -> Non
     assert upper.status == 403
 
 
+def test_deny_log_quotes_values_as_strconv_quote_does(tutorial_wasm: Path) -> None:
+    # Printable ASCII takes the plug-in's own path; anything else goes to strconv.Quote.
+    quoted = {
+        b"a b~": '"a b~"',
+        b'say "hi"': r'"say \"hi\""',
+        b"back\\slash": r'"back\\slash"',
+        b"tab\there": r'"tab\there"',
+        b"del\x7f": r'"del\x7f"',
+        b"caf\xc3\xa9": '"caf\u00e9"',
+        b"bad\xff": r'"bad\xff"',
+    }
+    results = run_plugin(tutorial_wasm, [[*BASE, (b"allow", v)] for v in quoted])
+    for want, got in zip(quoted.values(), results, strict=True):
+        assert got.status == 403
+        assert got.debug == (
+            "header-authorization: header-authorization.hp:4: denied with 403: "
+            f"header allow is {want}",
+        )
+    (upper_name,) = run_plugin(tutorial_wasm, [[*BASE, (b"ALLOW", b"true")]])
+    assert upper_name.action == "continue"
+
+
 def test_rules_and_subjects_behave_as_documented(tmp_path: Path) -> None:
     policy = "\n".join(
         [

@@ -17,7 +17,7 @@ from hdrpolicy import __version__, ir
 from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.golit import go_comment_text, go_string
-from hdrpolicy.toolchains import Toolchain
+from hdrpolicy.toolchains import Toolchain, ToolchainName
 
 
 @cache
@@ -234,12 +234,23 @@ class _GoBuilder:
         fields = list(self.fields.values())
         field_consts = [f.const for f in fields] + ["numFields"]
         field_consts[0] += " field = iota"
-        std_imports = ["errors", "strconv", "strings"]
-        if self.regexps:
-            std_imports.insert(1, "regexp")
         by_kind = {s.kind: self.fields[s.key].const for s in self.policy.subjects}
         pseudo = [self.fields[s.key].const for s in self.policy.subjects if s.is_pseudo]
         reads_headers = any(not s.is_pseudo for s in self.policy.subjects)
+        # The go target's Go only ever runs as wasm, so it can walk the host's
+        # serialised headers itself; the tinygo target's Go also runs natively (in
+        # the tetratelabs emulator), where a `//go:wasmimport` function has no body.
+        raw_header_pairs = reads_headers and toolchain.name is ToolchainName.GO
+        std_imports = ["strconv", "strings"]
+        if self.regexps:
+            std_imports.append("regexp")
+        if raw_header_pairs:
+            std_imports += ["encoding/binary", "unsafe"]
+        else:  # host errors other than "not found" fail closed (errors.Is)
+            std_imports.append("errors")
+        lengths: dict[int, list[_Field]] = {}
+        for subject in self.policy.subjects:
+            lengths.setdefault(len(subject.host_name), []).append(self.fields[subject.key])
         return {
             "version": __version__,
             "source_name": self.source_name,
@@ -247,13 +258,17 @@ class _GoBuilder:
             "policy_name_literal": go_string(self.policy.name),
             "sdk": toolchain.sdk_module,
             "register_in_init": toolchain.register_in_init,
-            "std_imports": std_imports,
+            "std_imports": sorted(std_imports),
             "rules": rules,
             "fall_through": fall_through,
             "denials": denials,
             "fields": fields,
             "field_consts": field_consts,
             "reads_headers": reads_headers,
+            "raw_header_pairs": raw_header_pairs,
+            "field_lengths": [
+                {"length": n, "fields": group} for n, group in sorted(lengths.items())
+            ],
             "pseudo_test": " || ".join(f"f == {c}" for c in pseudo) or None,
             "path_field": by_kind.get(ir.SubjectKind.PATH),
             "host_field": by_kind.get(ir.SubjectKind.HOST),

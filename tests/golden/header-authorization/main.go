@@ -9,9 +9,10 @@
 package main
 
 import (
-	"errors"
+	"encoding/binary"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
@@ -100,17 +101,21 @@ var denyLine4 = denial{
 }
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
+// The SDK's ABI (0.2.0) cannot ask Envoy for its log level, so the line is built
+// on every denial: in one buffer, one allocation.
 func (r *request) deny(d *denial) types.Action {
-	msg := d.logLine
+	var msg strings.Builder
+	msg.Grow(len(d.logLine) + 96)
+	msg.WriteString(d.logLine)
 	for i, f := range d.why {
 		if i == 0 {
-			msg += ": "
+			msg.WriteString(": ")
 		} else {
-			msg += ", "
+			msg.WriteString(", ")
 		}
-		msg += r.describe(f)
+		r.describe(&msg, f)
 	}
-	proxywasm.LogDebug(msg)
+	proxywasm.LogDebug(msg.String())
 	if err := proxywasm.SendHttpResponse(d.status, d.headers, d.body, -1); err != nil {
 		proxywasm.LogError(policyName + ": sending the local response failed: " + err.Error())
 	}
@@ -195,34 +200,82 @@ var joiners = [numFields]string{", "}
 // load reads the request headers from the host once and prepares the readings;
 // a denial refuses the request before any rule runs.
 func (r *request) load() *denial {
-	pairs, err := proxywasm.GetHttpRequestHeaders()
-	if err != nil && !errors.Is(err, types.ErrorStatusNotFound) {
-		proxywasm.LogError(policyName + ": reading the request headers failed: " + err.Error())
+	data, ok := requestHeaderPairs()
+	if !ok {
+		proxywasm.LogError(policyName + ": reading the request headers failed")
 		return &hostError
 	}
-	for _, kv := range pairs {
-		f := lookupField(lowerASCII(kv[0]))
+	// The host's layout (proxy-wasm ABI): the number of headers, then each
+	// name's and value's size, then the names and values, each followed by a NUL.
+	count := 0
+	if len(data) >= 4 {
+		count = int(binary.LittleEndian.Uint32(data))
+	}
+	if count < 0 || count > len(data)/8 {
+		proxywasm.LogError(policyName + ": the host's request headers are malformed")
+		return &hostError
+	}
+	for sizes, at := 4, 4+8*count; sizes < 4+8*count; sizes += 8 {
+		nameSize := int(binary.LittleEndian.Uint32(data[sizes:]))
+		valueSize := int(binary.LittleEndian.Uint32(data[sizes+4:]))
+		if nameSize < 0 || valueSize < 0 || at+nameSize+valueSize+2 > len(data) {
+			proxywasm.LogError(policyName + ": the host's request headers are malformed")
+			return &hostError
+		}
+		name := unsafe.String(&data[at], nameSize)
+		raw := unsafe.String(&data[at+nameSize+1], valueSize)
+		at += nameSize + valueSize + 2
+		f := lookupField(name)
 		if f < 0 {
 			continue
 		}
 		if r.count[f] == 0 {
-			r.first[f] = kv[1]
+			r.first[f] = raw
 		} else {
-			r.more[f] = append(r.more[f], kv[1])
+			r.more[f] = append(r.more[f], raw)
 		}
 		r.count[f]++
 	}
 	return r.prepare()
 }
 
-// lookupField maps a lower-case header name to the field it is, or -1.
+// lookupField maps a header name, in any case, to the field it is, or -1. Only
+// names as long as a field's are lower-cased and compared.
 func lookupField(name string) field {
-	switch name {
-	case "allow":
-		return headerAllow
+	switch len(name) {
+	case 5:
+		switch lowerASCII(name) {
+		case "allow":
+			return headerAllow
+		}
 	}
 	return -1
 }
+
+// requestHeaderPairs reads all request headers in one host call and returns
+// them as the host serialised them, not copied: the SDK's GetHttpRequestHeaders
+// would also build a slice of pairs on every request. false if the host failed.
+func requestHeaderPairs() ([]byte, bool) {
+	if proxyGetHeaderMapPairs(requestHeaders, unsafe.Pointer(&hostData), &hostSize) != 0 || hostData == nil {
+		return nil, false
+	}
+	data := unsafe.Slice(hostData, hostSize)
+	hostData = nil
+	return data, true
+}
+
+// hostData and hostSize receive where the host put its answer: package
+// variables, as a local whose address goes to the host is moved to the heap.
+var (
+	hostData *byte
+	hostSize int32
+)
+
+// requestHeaders is the proxy-wasm map type of the HTTP request headers.
+const requestHeaders = 0
+
+//go:wasmimport env proxy_get_header_map_pairs
+func proxyGetHeaderMapPairs(mapType uint32, returnData unsafe.Pointer, returnSize *int32) uint32
 
 // prepare refuses a request the policy cannot judge safely (in this order: a
 // path not in normal form, a header value with surrounding whitespace, too
@@ -347,14 +400,25 @@ func (r *request) get(f field) (string, bool) {
 	return r.more[f][r.pick[f]-1], true
 }
 
-// describe renders a field's value for the deny log, quoted so that no
-// request byte can forge a log line.
-func (r *request) describe(f field) string {
+// describe writes a field's value for the deny log, quoted (as strconv.Quote
+// does) so that no request byte can forge a log line.
+func (r *request) describe(msg *strings.Builder, f field) {
+	msg.WriteString(fieldLabels[f])
 	v, ok := r.get(f)
 	if !ok {
-		return fieldLabels[f] + " is missing"
+		msg.WriteString(" is missing")
+		return
 	}
-	return fieldLabels[f] + " is " + strconv.Quote(v)
+	msg.WriteString(" is ")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			msg.WriteString(strconv.Quote(v))
+			return
+		}
+	}
+	msg.WriteByte('"') // printable ASCII: quoted as it is, without allocating
+	msg.WriteString(v)
+	msg.WriteByte('"')
 }
 
 func lowerASCII(s string) string {

@@ -120,17 +120,21 @@ var denyLine6 = denial{
 }
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
+// The SDK's ABI (0.2.0) cannot ask Envoy for its log level, so the line is built
+// on every denial: in one buffer, one allocation.
 func (r *request) deny(d *denial) types.Action {
-	msg := d.logLine
+	var msg strings.Builder
+	msg.Grow(len(d.logLine) + 96)
+	msg.WriteString(d.logLine)
 	for i, f := range d.why {
 		if i == 0 {
-			msg += ": "
+			msg.WriteString(": ")
 		} else {
-			msg += ", "
+			msg.WriteString(", ")
 		}
-		msg += r.describe(f)
+		r.describe(&msg, f)
 	}
-	proxywasm.LogDebug(msg)
+	proxywasm.LogDebug(msg.String())
 	if err := proxywasm.SendHttpResponse(d.status, d.headers, d.body, -1); err != nil {
 		proxywasm.LogError(policyName + ": sending the local response failed: " + err.Error())
 	}
@@ -374,14 +378,25 @@ func (r *request) get(f field) (string, bool) {
 	return r.more[f][r.pick[f]-1], true
 }
 
-// describe renders a field's value for the deny log, quoted so that no
-// request byte can forge a log line.
-func (r *request) describe(f field) string {
+// describe writes a field's value for the deny log, quoted (as strconv.Quote
+// does) so that no request byte can forge a log line.
+func (r *request) describe(msg *strings.Builder, f field) {
+	msg.WriteString(fieldLabels[f])
 	v, ok := r.get(f)
 	if !ok {
-		return fieldLabels[f] + " is missing"
+		msg.WriteString(" is missing")
+		return
 	}
-	return fieldLabels[f] + " is " + strconv.Quote(v)
+	msg.WriteString(" is ")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			msg.WriteString(strconv.Quote(v))
+			return
+		}
+	}
+	msg.WriteByte('"') // printable ASCII: quoted as it is, without allocating
+	msg.WriteString(v)
+	msg.WriteByte('"')
 }
 
 func lowerASCII(s string) string {

@@ -98,17 +98,21 @@ var denyLine4 = denial{
 }
 
 // deny sends the rule's response and logs, at debug level, which rule fired and why.
+// The SDK's ABI (0.2.0) cannot ask Envoy for its log level, so the line is built
+// on every denial: in one buffer, one allocation.
 func (r *request) deny(d *denial) types.Action {
-	msg := d.logLine
+	var msg strings.Builder
+	msg.Grow(len(d.logLine) + 96)
+	msg.WriteString(d.logLine)
 	for i, f := range d.why {
 		if i == 0 {
-			msg += ": "
+			msg.WriteString(": ")
 		} else {
-			msg += ", "
+			msg.WriteString(", ")
 		}
-		msg += r.describe(f)
+		r.describe(&msg, f)
 	}
-	proxywasm.LogDebug(msg)
+	proxywasm.LogDebug(msg.String())
 	if err := proxywasm.SendHttpResponse(d.status, d.headers, d.body, -1); err != nil {
 		proxywasm.LogError(policyName + ": sending the local response failed: " + err.Error())
 	}
@@ -199,25 +203,30 @@ func (r *request) load() *denial {
 		return &hostError
 	}
 	for _, kv := range pairs {
-		f := lookupField(lowerASCII(kv[0]))
+		name, raw := kv[0], kv[1]
+		f := lookupField(name)
 		if f < 0 {
 			continue
 		}
 		if r.count[f] == 0 {
-			r.first[f] = kv[1]
+			r.first[f] = raw
 		} else {
-			r.more[f] = append(r.more[f], kv[1])
+			r.more[f] = append(r.more[f], raw)
 		}
 		r.count[f]++
 	}
 	return r.prepare()
 }
 
-// lookupField maps a lower-case header name to the field it is, or -1.
+// lookupField maps a header name, in any case, to the field it is, or -1. Only
+// names as long as a field's are lower-cased and compared.
 func lookupField(name string) field {
-	switch name {
-	case "allow":
-		return headerAllow
+	switch len(name) {
+	case 5:
+		switch lowerASCII(name) {
+		case "allow":
+			return headerAllow
+		}
 	}
 	return -1
 }
@@ -345,14 +354,25 @@ func (r *request) get(f field) (string, bool) {
 	return r.more[f][r.pick[f]-1], true
 }
 
-// describe renders a field's value for the deny log, quoted so that no
-// request byte can forge a log line.
-func (r *request) describe(f field) string {
+// describe writes a field's value for the deny log, quoted (as strconv.Quote
+// does) so that no request byte can forge a log line.
+func (r *request) describe(msg *strings.Builder, f field) {
+	msg.WriteString(fieldLabels[f])
 	v, ok := r.get(f)
 	if !ok {
-		return fieldLabels[f] + " is missing"
+		msg.WriteString(" is missing")
+		return
 	}
-	return fieldLabels[f] + " is " + strconv.Quote(v)
+	msg.WriteString(" is ")
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			msg.WriteString(strconv.Quote(v))
+			return
+		}
+	}
+	msg.WriteByte('"') // printable ASCII: quoted as it is, without allocating
+	msg.WriteString(v)
+	msg.WriteByte('"')
 }
 
 func lowerASCII(s string) string {
