@@ -171,10 +171,10 @@ def _analysed(checked: Checked, steps: int, ceiling_ms: int, strict: bool) -> Ch
     """
     if not checked.ok or checked.policy is None:
         return checked
-    from hdrpolicy.analysis import analyse, is_stop  # z3: only when the analysis runs
-
     suppressions, findings = suppress.collect(checked.source, checked.policy)
     if steps > 0 and ceiling_ms > 0:
+        from hdrpolicy.analysis import analyse, is_stop  # z3: only when the analysis runs
+
         found = analyse(checked.policy, checked.source, steps, ceiling_ms)
         complete = not any(is_stop(d) for d in found)
         findings += suppress.apply(suppressions, found, complete)
