@@ -15,19 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.toolchains import Toolchain, ToolchainName
 
 MIN_GO = (1, 24)
 Progress = Callable[[str], None]
 
 
-class BuildError(Exception):
+class BuildError(HdrpolicyError):
     """The toolchain is missing or failed; the message says which and what to do."""
-
-    def __init__(self, message: str, output: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.output = output
 
 
 class ToolchainMissing(BuildError):
