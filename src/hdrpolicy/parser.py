@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import re
 from functools import cache
-from importlib import resources
 
 import lark
 from lark import (
@@ -24,6 +23,7 @@ from lark import (
     UnexpectedToken,
 )
 
+from hdrpolicy.assets import asset
 from hdrpolicy.cache import cache_root
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, did_you_mean
 from hdrpolicy.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
@@ -119,7 +119,7 @@ def _parser() -> Lark:
     grammar's and its own version's hash before using the file and rebuilds it
     otherwise; an unusable cache directory only costs the time.
     """
-    grammar = resources.files("hdrpolicy").joinpath("grammar/hdrpolicy.lark").read_text("utf-8")
+    grammar = asset("grammar", "hdrpolicy.lark").read_text("utf-8")
     tables: str | bool = False
     try:
         directory = cache_root() / "parser"
