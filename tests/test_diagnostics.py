@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import hdrpolicy
-from hdrpolicy.diagnostics import CODES, Severity, render_text
+from hdrpolicy.codes import README_BEGIN, README_END, Code, markdown_table, with_table
+from hdrpolicy.codes import main as codes_main
+from hdrpolicy.diagnostics import Severity, render_text
 from hdrpolicy.pipeline import check_file
 
 CASES_DIR = Path(__file__).parent / "diagnostics"
@@ -55,34 +57,66 @@ def test_all_findings_of_a_file_are_collected() -> None:
     )
 
 
-def _codes_in_use() -> set[str]:
-    """Every `HPnnn` string constant in the package, but those that define the table
-    (`CODES = {...}`) or are compared against (`code < "HP400"`)."""
+def _package_modules() -> list[tuple[Path, ast.Module]]:
     package = Path(hdrpolicy.__file__).parent
-    found: set[str] = set()
-    for module in package.glob("*.py"):
-        tree = ast.parse(module.read_text(encoding="utf-8"))
-        skipped = {
-            id(const)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Compare)
-            or (isinstance(node, ast.AnnAssign) and ast.unparse(node.target) == "CODES")
-            for const in ast.walk(node)
-        }
+    return [
+        (module, ast.parse(module.read_text(encoding="utf-8")))
+        for module in sorted(package.rglob("*.py"))
+    ]
+
+
+def test_every_code_is_used_through_the_enum_and_no_other() -> None:
+    """Diagnostics name their code as `Code.HPnnn`; none spells one as a string."""
+    used: set[str] = set()
+    spelled: list[str] = []
+    for module, tree in _package_modules():
         for node in ast.walk(tree):
             if (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and id(node) not in skipped
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "Code"
             ):
-                found.update(re.findall(r"\bHP\d{3}\b", node.value))
-    return found
+                used.add(node.attr)
+            elif (
+                module.name != "codes.py"
+                and isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.fullmatch(r"HP\d{3}", node.value)
+            ):
+                spelled.append(f"{module.name}:{node.lineno}: {node.value!r}")
+    assert spelled == []
+    assert used == {c.name for c in Code}
 
 
-def test_every_code_in_use_is_in_codes_and_the_readme_and_no_other() -> None:
+def test_codes_are_named_by_their_value() -> None:
+    for code in Code:
+        assert code.name == code.value == str(code) == f"{code}"
+        assert code.summary and code.meaning and code.help
+
+
+def test_readme_table_is_the_generated_one() -> None:
+    """Regenerate with `python -m hdrpolicy.codes README.md`."""
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\| (HP\d{3}) \|", readme, re.MULTILINE))
-    assert _codes_in_use() == set(CODES) == documented
+    assert with_table(readme) == readme
+    documented = re.findall(r"^\| (HP\d{3}) \| (\w+) \|", readme, re.MULTILINE)
+    assert documented == [(c.value, c.severity.value) for c in Code]
+
+
+def test_readme_table_is_rewritten_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{README_BEGIN}\nstale\n{README_END}\nafter\n", encoding="utf-8")
+    assert codes_main([str(readme)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text == f"before\n{README_BEGIN}\n{markdown_table()}{README_END}\nafter\n"
+    assert "stale" not in text
+    with pytest.raises(ValueError, match="markers"):
+        with_table("no markers here")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_diagnostics_carry_their_codes_severity(case: Path) -> None:
+    for d in check_file(case).diagnostics:
+        assert d.severity is d.code.severity, d
 
 
 if __name__ == "__main__":

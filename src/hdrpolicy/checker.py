@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from hdrpolicy import ir
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 from hdrpolicy.goregexp import go_regex_error
 from hdrpolicy.limits import (
     MAX_COMPARISONS,
@@ -41,8 +41,8 @@ class _Checker:
         self.source = source
         self.diagnostics: list[Diagnostic] = []
 
-    def error(self, code: str, message: str, span: Span, help: str | None = None) -> None:
-        self.diagnostics.append(Diagnostic(code, Severity.ERROR, message, span, help=help))
+    def error(self, code: Code, message: str, span: Span, help: str | None = None) -> None:
+        self.diagnostics.append(Diagnostic(code, code.severity, message, span, help=help))
 
     # -- statements ------------------------------------------------------------
 
@@ -53,24 +53,26 @@ class _Checker:
                 first_kind = parts.order[0][0]
                 if first_kind != "policy":
                     self.error(
-                        "HP212",
+                        Code.HP212,
                         "`policy` must be the first statement of the file",
                         span,
                         help="move this line to the top of the file",
                     )
             if kind == "default" and i != len(parts.order) - 1:
                 self.error(
-                    "HP207",
+                    Code.HP207,
                     "`default` must be the last statement of the file",
                     span,
                     help="rules after `default` would never run; move `default` to the end",
                 )
         for extra in parts.defaults[1:]:
-            self.error("HP206", "duplicate `default`", extra.span, help="keep a single `default`")
+            self.error(
+                Code.HP206, "duplicate `default`", extra.span, help="keep a single `default`"
+            )
         self._unreachable(parts)
         if len(parts.rules) > MAX_RULES:
             self.error(
-                "HP105",
+                Code.HP105,
                 f"more than hdrpolicy's limit of {describe(MAX_RULES)} rules in one policy",
                 parts.rules[MAX_RULES].span,
                 help="split the policy into several plug-ins",
@@ -89,12 +91,12 @@ class _Checker:
 
     def _policy_name(self, parts: PolicyParts, default_name: str) -> tuple[str, Span | None]:
         for _, span in parts.names[1:]:
-            self.error("HP205", "duplicate `policy`", span, help="a file names one plug-in")
+            self.error(Code.HP205, "duplicate `policy`", span, help="a file names one plug-in")
         if parts.names:
             name, span = parts.names[0]
             if not _POLICY_NAME.match(name):
                 self.error(
-                    "HP211",
+                    Code.HP211,
                     f"invalid policy name `{name}`",
                     span,
                     help=_name_help(name),
@@ -102,7 +104,7 @@ class _Checker:
             return name, span
         if not _POLICY_NAME.match(default_name):
             self.error(
-                "HP211",
+                Code.HP211,
                 f"the file name gives the invalid policy name `{default_name}`",
                 self.source.span(0, 0),
                 help=f'add a first line `policy "{_suggest_name(default_name)}"`',
@@ -117,7 +119,7 @@ class _Checker:
             if blocking is not None:
                 what = "default" if kind == "default" else "rule"
                 self.error(
-                    "HP208",
+                    Code.HP208,
                     f"unreachable {what}: the rule at line {blocking.span.line} "
                     "always decides first",
                     span,
@@ -140,7 +142,7 @@ class _Checker:
         too_deep = ir.nested_beyond(cond, MAX_CONDITION_DEPTH)
         if too_deep is not None:
             self.error(
-                "HP105",
+                Code.HP105,
                 f"`not`, `and` and `or` nest deeper than hdrpolicy's limit of "
                 f"{MAX_CONDITION_DEPTH} levels",
                 too_deep.span,
@@ -149,7 +151,7 @@ class _Checker:
         compares = ir.comparisons(cond)
         if len(compares) > MAX_COMPARISONS:
             self.error(
-                "HP105",
+                Code.HP105,
                 f"more than hdrpolicy's limit of {describe(MAX_COMPARISONS)} comparisons "
                 "in one condition",
                 compares[MAX_COMPARISONS].span,
@@ -159,7 +161,7 @@ class _Checker:
     def response(self, response: ir.Response) -> None:
         if not MIN_STATUS <= response.status <= MAX_STATUS:
             self.error(
-                "HP203",
+                Code.HP203,
                 f"status {response.status} is out of range",
                 response.status_span or response.span,
                 help=f"a deny status is between {MIN_STATUS} and {MAX_STATUS}",
@@ -167,7 +169,7 @@ class _Checker:
         if response.body_text and response.status in NO_BODY_STATUSES:
             assert response.body is not None
             self.error(
-                "HP215",
+                Code.HP215,
                 f"a {response.status} response cannot carry a body",
                 response.body.span,
                 help=f"remove the body; Envoy would send it with the {response.status}, "
@@ -177,13 +179,13 @@ class _Checker:
             span = header.name_span or header.span
             if self.header_name(header.name, span) and header.name in _PROXY_SET_HEADERS:
                 self.error(
-                    "HP214",
+                    Code.HP214,
                     f"`{header.name}` is set by the proxy and cannot be set by a rule",
                     span,
                 )
             elif header.name == "content-type" and not response.body_text:
                 self.error(
-                    "HP215",
+                    Code.HP215,
                     "`content-type` on a response without a body is never sent",
                     span,
                     help="Envoy drops `content-type` from a local reply with an empty body; "
@@ -201,7 +203,7 @@ class _Checker:
             if subject.name in _PSEUDO_SUBJECTS:
                 replacement = _PSEUDO_SUBJECTS[subject.name]
                 self.error(
-                    "HP210",
+                    Code.HP210,
                     f"`header {subject.name}` never matches: Envoy passes it as a pseudo-header",
                     span,
                     help=f"use the subject `{replacement}`",
@@ -210,7 +212,7 @@ class _Checker:
                 self.header_name(subject.name, span)
         if cmp.op in (ir.Op.IN, ir.Op.NOT_IN) and not cmp.values:
             self.error(
-                "HP209",
+                Code.HP209,
                 "empty list",
                 cmp.span,
                 help="`in []` is never true; list at least one value",
@@ -218,7 +220,7 @@ class _Checker:
         if cmp.op is ir.Op.MATCHES:
             if cmp.ignore_case:
                 self.error(
-                    "HP213",
+                    Code.HP213,
                     "`ignoring case` does not apply to `matches`",
                     cmp.span,
                     help="start the pattern with `(?i)` instead",
@@ -226,7 +228,7 @@ class _Checker:
             for lit in cmp.values:
                 if len(lit.value) > MAX_PATTERN_CHARS:
                     self.error(
-                        "HP105",
+                        Code.HP105,
                         f"the pattern is longer than hdrpolicy's limit of "
                         f"{describe(MAX_PATTERN_CHARS)} characters",
                         lit.span,
@@ -236,7 +238,7 @@ class _Checker:
                 reason = go_regex_error(lit.value)
                 if reason is not None:
                     self.error(
-                        "HP204",
+                        Code.HP204,
                         f"invalid regular expression: {reason}",
                         lit.span,
                         help="patterns use Go's `regexp` (RE2) syntax",
@@ -251,7 +253,7 @@ class _Checker:
                 and lit.value != lit.value.lower()
             ):
                 self.error(
-                    "HP210",
+                    Code.HP210,
                     f"`host` is compared in lower case, so `{lit.value}` never matches",
                     lit.span,
                     help=f'write "{lit.value.lower()}"',
@@ -263,14 +265,14 @@ class _Checker:
         whole = cmp.op in (ir.Op.EQ, ir.Op.NE, ir.Op.IN, ir.Op.NOT_IN)
         if kind is ir.SubjectKind.PATH and "?" in value:
             self.error(
-                "HP210",
+                Code.HP210,
                 "`path` never contains `?`: it is compared without its query string",
                 lit.span,
                 help="compare the path only; the query string is not part of it",
             )
         elif kind is ir.SubjectKind.HOST and re.search(r":[0-9]*$", value) and whole:
             self.error(
-                "HP210",
+                Code.HP210,
                 f"`host` is compared without its port, so `{value}` never matches",
                 lit.span,
                 help=f'write "{value.rsplit(":", 1)[0]}"',
@@ -281,7 +283,7 @@ class _Checker:
             or (cmp.op is ir.Op.ENDS_WITH and value[-1:] in " \t")
         ):
             self.error(
-                "HP210",
+                Code.HP210,
                 f"values are compared without leading and trailing spaces, "
                 f"so {policy_string(value)} never matches",
                 lit.span,
@@ -293,7 +295,7 @@ class _Checker:
             return True
         bad = next(ch for ch in name if not _TOKEN.match(ch))
         self.error(
-            "HP201",
+            Code.HP201,
             f"invalid header name `{name}`: {_describe_char(bad)} is not allowed",
             span,
             help="header names are HTTP tokens: letters, digits and !#$%&'*+-.^_`|~",
@@ -304,7 +306,7 @@ class _Checker:
         m = _BAD_VALUE_CHAR.search(lit.value)
         if m:
             self.error(
-                "HP202",
+                Code.HP202,
                 f"{what} cannot contain {_describe_char(m.group())}",
                 lit.span,
                 help="header values cannot hold CR, LF or other control characters",

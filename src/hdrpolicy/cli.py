@@ -7,9 +7,10 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 # Only what `fmt` and `check` need is imported here: the pre-commit hooks run
 # them on every commit.  Everything else (z3, oras, requests, jsonschema, the
@@ -26,6 +27,7 @@ from hdrpolicy.diagnostics import (
     render_text,
     sort_key,
 )
+from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.files import write_atomically
 from hdrpolicy.fmt import format_file, format_stdin
 from hdrpolicy.manifests import ManifestError, Phase
@@ -33,10 +35,35 @@ from hdrpolicy.pipeline import Checked, check_file
 from hdrpolicy.redact import redact
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
-if TYPE_CHECKING:
-    pass
+# Exit statuses.
+OK, FAILED, INVALID, SKIPPED_BUILD = 0, 1, 2, 3
+
+
+def _err(message: str) -> None:
+    """Every message to stderr goes through here: no credential is ever printed."""
+    typer.echo(redact(message), err=True)
+
+
+def report_error(exc: HdrpolicyError) -> None:
+    """The one rendering of an operational error: `error: MESSAGE`, then its detail."""
+    _err(f"error: {exc.message}")
+    if exc.output:
+        _err(exc.output)
+
+
+class _Commands(TyperGroup):
+    """Runs every command: an operational error it raises is reported once, here (exit 1)."""
+
+    def invoke(self, ctx: Any) -> Any:  # Typer's vendored Click context
+        try:
+            return super().invoke(ctx)
+        except HdrpolicyError as exc:
+            report_error(exc)
+            raise typer.Exit(FAILED) from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="hdrpolicy",
     help="Compile header policies into Envoy proxy-wasm plug-ins.",
     no_args_is_help=True,
@@ -45,8 +72,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Exit statuses.
-OK, FAILED, INVALID, SKIPPED_BUILD = 0, 1, 2, 3
 # The rule analysis's wall-clock safety net in `check`/`diff`, and (smaller) in `compile`;
 # its real limit is the deterministic step budget (`budget.DEFAULT_STEPS`).
 ANALYSIS_CEILING_MS = DEFAULT_CEILING_MS
@@ -88,11 +113,6 @@ Force = Annotated[bool, typer.Option("--force", help="Move a tag that names a di
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
-
-
-def _err(message: str) -> None:
-    """Every message to stderr goes through here: no credential is ever printed."""
-    typer.echo(redact(message), err=True)
 
 
 def _written(path: Path, text: str) -> bool:
@@ -142,8 +162,7 @@ def _policy_files(paths: list[Path]) -> list[Path]:
         if path != STDIN and path.is_dir():
             found = sorted(p for p in path.rglob("*.hp") if p.is_file())
             if not found:
-                _err(f"error: no policy files (.hp) below `{path}`")
-                raise typer.Exit(FAILED)
+                raise HdrpolicyError(f"no policy files (.hp) below `{path}`")
             files.extend(found)
         else:
             files.append(path)
@@ -416,12 +435,10 @@ def compile_command(
     from hdrpolicy.build import BuildError
     from hdrpolicy.compiler import SwitchFailed, compile_policy
     from hdrpolicy.manifests import DeployOptions, TargetRef
-    from hdrpolicy.oci import ImageError
-    from hdrpolicy.push import PushError, parse_reference
+    from hdrpolicy.push import parse_reference
 
     if docker and push is None:
-        _err("error: --docker goes with --push REF")
-        raise typer.Exit(FAILED)
+        raise HdrpolicyError("--docker goes with --push REF")
     _refuse_ignored_options(ctx, no_build=no_build, push=push is not None)
     try:
         deploy = DeployOptions(
@@ -449,18 +466,12 @@ def compile_command(
             deploy=deploy,
             progress=_progress,
         )
-    except (ManifestError, ImageError, PushError, envoy.EnvoyError) as exc:
-        _err(f"error: {exc.message}")
-        raise typer.Exit(FAILED) from None
     except OSError as exc:
-        _err(f"error: {exc.strerror or exc}: `{exc.filename or policy}`")
-        raise typer.Exit(FAILED) from None
+        raise HdrpolicyError(f"{exc.strerror or exc}: `{exc.filename or policy}`") from exc
     except BuildError as exc:
-        unchanged = "" if isinstance(exc, SwitchFailed) else f"; `{out}` was left unchanged"
-        _err(f"error: {exc.message}{unchanged}")
-        if exc.output:
-            _err(exc.output)
-        raise typer.Exit(FAILED) from None
+        if isinstance(exc, SwitchFailed):
+            raise
+        raise BuildError(f"{exc.message}; `{out}` was left unchanged", exc.output) from exc
     for note in result.recovered:
         _err(f"note: {note}")
     if result.checked.ok:
@@ -478,8 +489,7 @@ def compile_command(
     _err(f"wrote {', '.join(result.written)} to `{out}`")
     if push is not None:
         if result.image_digest is None:
-            _err("error: --push needs plugin.wasm: drop --no-build")
-            raise typer.Exit(FAILED)
+            raise HdrpolicyError("--push needs plugin.wasm: drop --no-build")
         if docker:
             _docker_push(out, push)
         else:
@@ -515,31 +525,25 @@ def _refuse_ignored_options(ctx: typer.Context, *, no_build: bool, push: bool) -
     if no_build:
         ignored = [opt for name in _NEEDS_BUILD if (opt := given(name))]
         if ignored:
-            _err(
-                f"error: --no-build writes no image and no manifests, so {', '.join(ignored)} "
+            raise HdrpolicyError(
+                f"--no-build writes no image and no manifests, so {', '.join(ignored)} "
                 "would do nothing; drop them, or drop --no-build"
             )
-            raise typer.Exit(FAILED)
     if not push:
         ignored = [opt for name in _NEEDS_PUSH if (opt := given(name))]
         if ignored:
             verb = "goes" if len(ignored) == 1 else "go"
-            _err(f"error: {', '.join(ignored)} {verb} with --push REF")
-            raise typer.Exit(FAILED)
+            raise HdrpolicyError(f"{', '.join(ignored)} {verb} with --push REF")
 
 
 def _docker_push(out: Path, ref: str) -> None:
     """Build the generated Dockerfile with a Docker engine, push it, pin the manifests."""
     from hdrpolicy.manifests import pin_manifests
-    from hdrpolicy.oci import ImageError, docker_build_and_push
+    from hdrpolicy.oci import docker_build_and_push
 
     _progress(f"building and pushing {ref} with Docker")
-    try:
-        digest = docker_build_and_push(out, ref)
-        pinned = pin_manifests(out, ref, digest)
-    except (ImageError, ManifestError) as exc:
-        _err(f"error: {exc.message}")
-        raise typer.Exit(FAILED) from None
+    digest = docker_build_and_push(out, ref)
+    pinned = pin_manifests(out, ref, digest)
     _err(f"pushed {ref} with Docker; pinned {', '.join(pinned)}")
     typer.echo(digest)
 
@@ -575,27 +579,23 @@ def _push(
     """Push DIR/oci to REF, verify it, and pin the manifests to the digest."""
     from hdrpolicy.compiler import OCI
     from hdrpolicy.manifests import pin_manifests
-    from hdrpolicy.push import PushError, parse_reference, push_layout, tag_given
+    from hdrpolicy.push import parse_reference, push_layout, tag_given
 
-    try:
-        # The reference is checked first: a refused one may hold credentials.
-        target = parse_reference(ref)
-        if not tag_given(ref):
-            _err(f"note: `{ref}` names no tag: pushing it as `{ref}:latest`")
-        _progress(f"pushing to {target}")
-        pushed = push_layout(
-            out / OCI,
-            ref,
-            username=username,
-            password=password,
-            plain_http=plain_http,
-            tls_verify=not insecure,
-            force=force,
-        )
-        pinned = pin_manifests(out, pushed.reference, pushed.digest)
-    except (PushError, ManifestError) as exc:
-        _err(f"error: {exc.message}")
-        raise typer.Exit(FAILED) from None
+    # The reference is checked first: a refused one may hold credentials.
+    target = parse_reference(ref)
+    if not tag_given(ref):
+        _err(f"note: `{ref}` names no tag: pushing it as `{ref}:latest`")
+    _progress(f"pushing to {target}")
+    pushed = push_layout(
+        out / OCI,
+        ref,
+        username=username,
+        password=password,
+        plain_http=plain_http,
+        tls_verify=not insecure,
+        force=force,
+    )
+    pinned = pin_manifests(out, pushed.reference, pushed.digest)
     for note in pushed.notes:
         _err(f"note: {note}")
     _err(f"pushed {pushed.reference}; pinned {', '.join(pinned)}")
@@ -616,14 +616,8 @@ def push_command(
     from hdrpolicy.compiler import OCI
 
     if not (directory / OCI).is_dir():
-        _err(f"error: {_why_no_image(directory)}")
-        raise typer.Exit(FAILED)
-    try:
-        password = _password(password_stdin)
-    except ManifestError as exc:
-        _err(f"error: {exc.message}")
-        raise typer.Exit(FAILED) from None
-    _push(directory, ref, username, password, plain_http, insecure, force)
+        raise HdrpolicyError(_why_no_image(directory))
+    _push(directory, ref, username, _password(password_stdin), plain_http, insecure, force)
 
 
 def _why_no_image(directory: Path) -> str:
@@ -677,8 +671,7 @@ def explain(
         (b":authority", host.encode("utf-8", "surrogateescape")),
     ]
     if not is_token(method):
-        _err(f"error: `--method {method}` is not an HTTP method (a token such as GET)")
-        raise typer.Exit(FAILED)
+        raise HdrpolicyError(f"`--method {method}` is not an HTTP method (a token such as GET)")
     for item in header or []:
         name, value = _header_option(item)
         # A byte the terminal passed that is not UTF-8 is sent as that byte.
@@ -699,17 +692,15 @@ def _header_option(item: str) -> tuple[str, str]:
     """
     cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
     if cut < 0:
-        _err(f"error: `--header {item}` is not NAME=VALUE or NAME: VALUE")
-        raise typer.Exit(FAILED)
+        raise HdrpolicyError(f"`--header {item}` is not NAME=VALUE or NAME: VALUE")
     name, value = item[:cut], item[cut + 1 :]
     if item[cut] == ":":
         value = value.lstrip(" \t")  # as curl sends it
     if not is_token(name):
-        _err(
-            f"error: `--header {item}`: `{name}` is not a header name "
+        raise HdrpolicyError(
+            f"`--header {item}`: `{name}` is not a header name "
             "(letters, digits and !#$%&'*+-.^_`|~)"
         )
-        raise typer.Exit(FAILED)
     return name, value
 
 
@@ -753,14 +744,9 @@ def test_command(
 
     policies = _policy_files(policies)
     if tests is not None and len(policies) != 1:
-        _err("error: --tests goes with exactly one policy")
-        raise typer.Exit(FAILED)
+        raise HdrpolicyError("--tests goes with exactly one policy")
     if proxy is Proxy.ENVOY:
-        try:
-            envoy.find_envoy()
-        except envoy.EnvoyMissing as exc:
-            _err(f"error: {exc.message}")
-            raise typer.Exit(FAILED) from None
+        envoy.find_envoy()
     unreadable: dict[int, runner.PolicyReport] = {}
     jobs = []
     for i, policy in enumerate(policies):
@@ -773,11 +759,7 @@ def test_command(
         except OSError as exc:
             error = f"cannot read `{tests_file}`: {exc.strerror}"
             unreadable[i] = runner.PolicyReport(checked, None, error=error)
-    try:
-        ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
-    except envoy.EnvoyError as exc:
-        _err(f"error: {exc.message}")
-        raise typer.Exit(FAILED) from None
+    ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
     reports = [unreadable.get(i) or next(ran) for i in range(len(policies))]
     for report in reports:
         if report.error:
@@ -821,7 +803,6 @@ def run_command(
     ),
 ) -> None:
     """Serve POLICY in a real Envoy in front of UPSTREAM until Ctrl-C."""
-    from hdrpolicy.build import BuildError
     from hdrpolicy.serve import ServeOptions, serve
 
     checked = _read_checked(policy)
@@ -830,18 +811,9 @@ def run_command(
     if not checked.ok or checked.policy is None:
         _print_diagnostics([checked], OutputFormat.TEXT)
         raise typer.Exit(FAILED)
-    try:
-        options = ServeOptions(port, address, envoy.Upstream.parse(upstream) if upstream else None)
-        envoy.find_envoy()
-        serve(checked, options, typer.echo, _progress)
-    except envoy.EnvoyError as exc:
-        _err(f"error: {exc.message}")
-        raise typer.Exit(FAILED) from None
-    except BuildError as exc:
-        _err(f"error: {exc.message}")
-        if exc.output:
-            _err(exc.output)
-        raise typer.Exit(FAILED) from None
+    options = ServeOptions(port, address, envoy.Upstream.parse(upstream) if upstream else None)
+    envoy.find_envoy()
+    serve(checked, options, typer.echo, _progress)
 
 
 def _version(value: bool) -> None:

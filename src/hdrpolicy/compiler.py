@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_go
+from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_compiler
 from hdrpolicy.cache import cache_root
 from hdrpolicy.emit import emit
 from hdrpolicy.files import (
@@ -85,7 +85,7 @@ def compile_policy(
             try:
                 result.built_with = build(staging, toolchain, progress)
             except ToolchainMissing as missing:
-                if toolchain.name.value == "go":
+                if not toolchain.build_optional:
                     raise
                 result.skipped_build = missing
         if (staging / WASM).is_file():
@@ -110,7 +110,7 @@ def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> P
     """
     assert checked.policy is not None
     files = emit(checked.policy, checked.source, Path(checked.source.path).name, toolchain)
-    digest = hashlib.sha256(find_go().version.encode())
+    digest = hashlib.sha256(f"{toolchain.name}\0{find_compiler(toolchain).version}".encode())
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     target = cache_root() / "builds" / digest.hexdigest()[:24]

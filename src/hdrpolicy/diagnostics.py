@@ -11,11 +11,14 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+# Re-exported: every stage names severities and codes through this module.
+from hdrpolicy.codes import Code as Code
+from hdrpolicy.codes import Severity as Severity
 
 
 class Span(BaseModel):
@@ -31,60 +34,11 @@ class Span(BaseModel):
     end: int
 
 
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    # Worth knowing, often intended (an `allow` carved out before denies):
-    # never an error, not even with `--strict`.
-    NOTE = "note"
-
-
-# Stable diagnostic codes.  Never renumber: users filter and suppress by code.
-CODES: dict[str, str] = {
-    "HP101": "syntax error",
-    "HP102": "invalid string escape",
-    "HP103": "source is not valid UTF-8",
-    "HP104": "a character that displays differently from how it reads",
-    "HP105": "beyond hdrpolicy's limits",
-    "HP201": "invalid header name",
-    "HP202": "invalid header value",
-    "HP203": "status out of range",
-    "HP204": "invalid regular expression",
-    "HP205": "duplicate `policy`",
-    "HP206": "duplicate `default`",
-    "HP207": "`default` is not last",
-    "HP208": "unreachable rule",
-    "HP209": "empty list",
-    "HP210": "subject can never match",
-    "HP211": "invalid policy name",
-    "HP212": "`policy` is not first",
-    "HP213": "`ignoring case` on `matches`",
-    "HP214": "response header set by the proxy",
-    "HP215": "response Envoy cannot send as written",
-    "HP301": "invalid policy test file",
-    # Analysis findings (warnings; `check --strict` makes them errors).
-    "HP401": "rule never fires (shadowed)",
-    "HP402": "condition always true or always false",
-    "HP403": "redundant rule",
-    "HP404": "`allow` makes a later deny partly dead",
-    "HP405": "analysis could not decide",
-    "HP406": "unused suppression",
-    "HP407": "invalid suppression",
-}
-
-
-def default_severity(code: str) -> Severity:
-    """Checker codes are errors; analysis codes warnings, but HP404 a note."""
-    if code == "HP404":
-        return Severity.NOTE
-    return Severity.ERROR if code < "HP400" else Severity.WARNING
-
-
 @dataclass(frozen=True)
 class Diagnostic:
-    """One finding, located in one source file."""
+    """One finding, located in one source file; its code says what kind (`codes.Code`)."""
 
-    code: str
+    code: Code
     severity: Severity
     message: str
     span: Span
@@ -140,8 +94,8 @@ class Source:
             pos = len(prefix)
             return src, [
                 Diagnostic(
-                    "HP103",
-                    Severity.ERROR,
+                    Code.HP103,
+                    Code.HP103.severity,
                     "source is not valid UTF-8",
                     src.span(pos, pos + 1),
                     help="save the policy file as UTF-8",

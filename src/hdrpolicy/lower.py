@@ -13,7 +13,7 @@ from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.tree import Meta
 
 from hdrpolicy import ir
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 
 _ESCAPE = re.compile(r'\\(u[0-9A-Fa-f]{4}|["\\nt]|.)', re.DOTALL)
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
@@ -81,8 +81,8 @@ class _Lowering(Transformer_NonRecursive[Token, Any]):
         )
         self.diagnostics.append(
             Diagnostic(
-                "HP102",
-                Severity.ERROR,
+                Code.HP102,
+                Code.HP102.severity,
                 message,
                 self.source.span(start, end),
                 help='the escapes are \\" \\\\ \\n \\t and \\uXXXX',

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hdrpolicy.envoy import DEFAULT_ADDRESS, DEFAULT_PORT, Plugin, Upstream, bootstrap
+from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.escape import visible_line
 from hdrpolicy.files import write_atomically
 
@@ -57,12 +58,8 @@ ANNOTATION_WASM_SHA256 = "hdrpolicy.io/wasm-sha256"
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
 
-class ManifestError(Exception):
+class ManifestError(HdrpolicyError):
     """Options that cannot make a valid manifest, or a manifest file that cannot be pinned."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class Phase(StrEnum):

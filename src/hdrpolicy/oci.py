@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hdrpolicy.errors import HdrpolicyError
+
 WASM_NAME = "plugin.wasm"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -43,12 +45,8 @@ IMAGE_OS = "wasip1"
 IMAGE_ARCHITECTURE = "wasm"
 
 
-class ImageError(Exception):
+class ImageError(HdrpolicyError):
     """The image could not be built, read or handed to Docker; the message says why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def sha256_digest(data: bytes) -> str:

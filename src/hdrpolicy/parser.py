@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import re
 from functools import cache
-from importlib import resources
 
 import lark
 from lark import (
@@ -24,8 +23,9 @@ from lark import (
     UnexpectedToken,
 )
 
+from hdrpolicy.assets import asset
 from hdrpolicy.cache import cache_root
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, did_you_mean
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, did_you_mean
 from hdrpolicy.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
 
 # What each terminal is called in an error message.
@@ -119,7 +119,7 @@ def _parser() -> Lark:
     grammar's and its own version's hash before using the file and rebuilds it
     otherwise; an unusable cache directory only costs the time.
     """
-    grammar = resources.files("hdrpolicy").joinpath("grammar/hdrpolicy.lark").read_text("utf-8")
+    grammar = asset("grammar", "hdrpolicy.lark").read_text("utf-8")
     tables: str | bool = False
     try:
         directory = cache_root() / "parser"
@@ -181,8 +181,8 @@ def parse(source: Source) -> tuple[Tree[Token] | None, list[Diagnostic]]:
 
 def _too_large(source: Source) -> Diagnostic:
     return Diagnostic(
-        "HP105",
-        Severity.ERROR,
+        Code.HP105,
+        Code.HP105.severity,
         f"the file is longer than hdrpolicy's limit of {describe(MAX_SOURCE_CHARS)} characters",
         source.span(MAX_SOURCE_CHARS, MAX_SOURCE_CHARS + 1),
         help="split the policy: one plug-in per policy file",
@@ -204,8 +204,8 @@ def _too_many_rules(source: Source) -> Diagnostic | None:
     if len(beyond) < 2:
         return None
     return Diagnostic(
-        "HP105",
-        Severity.ERROR,
+        Code.HP105,
+        Code.HP105.severity,
         f"more than hdrpolicy's limit of {describe(MAX_RULES)} rules in one policy",
         source.span(beyond[0].start(), beyond[0].end()),
         help="split the policy into several plug-ins",
@@ -218,8 +218,8 @@ def _misleading_characters(source: Source) -> list[Diagnostic]:
         ch = m.group()
         found.append(
             Diagnostic(
-                "HP104",
-                Severity.ERROR,
+                Code.HP104,
+                Code.HP104.severity,
                 f"character U+{ord(ch):04X} is not allowed in a policy file",
                 source.span(m.start(), m.end()),
                 help=f"tools show it differently; in a string write \\u{ord(ch):04x}",
@@ -314,7 +314,9 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput, base: in
         message = f"`{keyword}` at line {line} is incomplete: expected {words} before {found}"
     else:
         message = f"unexpected {found}" + (f", expected {words}" if words else "")
-    return Diagnostic("HP101", Severity.ERROR, message, source.span(start, end), help=help_text)
+    return Diagnostic(
+        Code.HP101, Code.HP101.severity, message, source.span(start, end), help=help_text
+    )
 
 
 def _shorten(token: str, width: int = 40) -> str:

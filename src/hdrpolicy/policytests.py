@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from hdrpolicy.codec import SentRequest
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 
 STR_TAG = "tag:yaml.org,2002:str"
 INT_TAG = "tag:yaml.org,2002:int"
@@ -75,7 +75,7 @@ class _Loader:
 
     def error(self, node: yaml.Node, message: str, help: str | None = None) -> None:
         self.diagnostics.append(
-            Diagnostic("HP301", Severity.ERROR, message, self.span(node), help=help)
+            Diagnostic(Code.HP301, Code.HP301.severity, message, self.span(node), help=help)
         )
 
     def mapping(
@@ -149,8 +149,8 @@ class _Loader:
         if fields is None:
             if isinstance(node, yaml.ScalarNode):
                 self.diagnostics[-1] = Diagnostic(
-                    "HP301",
-                    Severity.ERROR,
+                    Code.HP301,
+                    Code.HP301.severity,
                     f"`expect` is `allow` or a deny mapping, not `{node.value}`",
                     self.span(node),
                     help="e.g. `expect: allow` or `expect: {status: 403}`",
@@ -220,8 +220,8 @@ def load(path: Path) -> TestFile:
         offset = mark.index if mark is not None else 0
         result.diagnostics.append(
             Diagnostic(
-                "HP301",
-                Severity.ERROR,
+                Code.HP301,
+                Code.HP301.severity,
                 f"invalid YAML: {exc.problem or exc}"
                 + (f" ({exc.context})" if exc.context else ""),
                 source.span(offset, offset + 1),
@@ -230,7 +230,7 @@ def load(path: Path) -> TestFile:
         return result
     if root is None:
         loader.diagnostics.append(
-            Diagnostic("HP301", Severity.ERROR, "the test file is empty", source.span(0, 0))
+            Diagnostic(Code.HP301, Code.HP301.severity, "the test file is empty", source.span(0, 0))
         )
     else:
         top = loader.mapping(root, "the test file", {"cases"}, frozenset({"cases"}))

@@ -44,6 +44,7 @@ import oras.container  # type: ignore[import-untyped]
 import oras.provider  # type: ignore[import-untyped]
 import requests
 
+from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.escape import visible_line
 from hdrpolicy.oci import MANIFEST_MEDIA_TYPE, ImageError, read_image_layout
 from hdrpolicy.redact import hold, hold_credentials
@@ -78,12 +79,11 @@ class ErrorKind(StrEnum):
     VERIFY = "verify"
 
 
-class PushError(Exception):
+class PushError(HdrpolicyError):
     """A push failed; `message` is safe to show (it never holds a secret)."""
 
     def __init__(self, message: str, kind: ErrorKind = ErrorKind.REGISTRY) -> None:
         super().__init__(message)
-        self.message = message
         self.kind = kind
 
 

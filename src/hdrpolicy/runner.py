@@ -32,7 +32,7 @@ from hdrpolicy.evaluate import Decision, evaluate
 from hdrpolicy.host import HostResult, run_native, run_plugin
 from hdrpolicy.pipeline import Checked
 from hdrpolicy.policytests import Case, Expectation, TestFile
-from hdrpolicy.toolchains import GO, Toolchain, ToolchainName
+from hdrpolicy.toolchains import GO, Emulator, Toolchain
 
 COMPILER_BUG = "the compiled plug-in disagrees with the reference evaluator: this is a compiler bug"
 NATIVE_NOTE = (
@@ -278,7 +278,7 @@ def _prepare(
         job.report.diagnostics = list(checked.diagnostics)
     elif tests.diagnostics:
         job.report.diagnostics = list(tests.diagnostics)
-    elif toolchain.name is not ToolchainName.TINYGO or proxy:
+    elif toolchain.emulator is Emulator.WASM or proxy:
         try:
             job.wasm = cached_wasm(checked, toolchain, progress)
         except BuildError as exc:
@@ -304,7 +304,7 @@ def _run_cases(
     assert checked.policy is not None and tests is not None
     policy = checked.policy
     delivered = [deliver(p, case.request()) for case in tests.cases for p in PROTOCOLS]
-    if toolchain.name is ToolchainName.TINYGO:
+    if toolchain.emulator is Emulator.NATIVE:
         module = emit(policy, checked.source, Path(checked.source.path).name, toolchain)
         plugin = run_native(module, delivered, progress)
         report.note = NATIVE_NOTE

@@ -1,6 +1,6 @@
 """Render diagnostics as SARIF 2.1.0, for code-scanning UIs.
 
-Rules come from the stable codes table, so a finding's rule id is its code;
+Rules come from the codes table (`codes.Code`), so a finding's rule id is its code;
 regions use the diagnostics' 1-based lines and columns (SARIF's default
 column unit is UTF-16 code units; policy files are almost always ASCII, and
 `columnKind` says which unit we mean).
@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from hdrpolicy import __version__
-from hdrpolicy.diagnostics import CODES, Diagnostic, Severity, Source, default_severity
+from hdrpolicy.codes import Code
+from hdrpolicy.diagnostics import Diagnostic, Severity, Source
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/hdrpolicy/hdrpolicy"
@@ -22,17 +23,8 @@ _LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: 
 
 def to_sarif(items: list[tuple[Source, Diagnostic]]) -> dict[str, Any]:
     """One SARIF log with one run holding every diagnostic of every file."""
-    codes = sorted(CODES)
-    index = {code: n for n, code in enumerate(codes)}
-    rules = [
-        {
-            "id": code,
-            "name": code,
-            "shortDescription": {"text": CODES[code]},
-            "defaultConfiguration": {"level": _LEVELS[default_severity(code)]},
-        }
-        for code in codes
-    ]
+    index = {code: n for n, code in enumerate(Code)}
+    rules = [rule(code) for code in Code]
     results = [_result(source, d, index) for source, d in items]
     return {
         "$schema": SCHEMA,
@@ -54,7 +46,19 @@ def to_sarif(items: list[tuple[Source, Diagnostic]]) -> dict[str, Any]:
     }
 
 
-def _result(source: Source, d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
+def rule(code: Code) -> dict[str, Any]:
+    """The SARIF rule of one code: its summary, meaning, help and default level."""
+    return {
+        "id": code.value,
+        "name": code.value,
+        "shortDescription": {"text": code.summary},
+        "fullDescription": {"text": code.meaning},
+        "help": {"text": code.help},
+        "defaultConfiguration": {"level": _LEVELS[code.severity]},
+    }
+
+
+def _result(source: Source, d: Diagnostic, index: dict[Code, int]) -> dict[str, Any]:
     text = d.message
     extra = [*(f"note: {n}" for n in d.notes), *([f"help: {d.help}"] if d.help else [])]
     if extra:
@@ -63,7 +67,8 @@ def _result(source: Source, d: Diagnostic, index: dict[str, int]) -> dict[str, A
     if d.span.end_line == d.span.line and end_column <= d.span.column:
         end_column = d.span.column + 1
     result: dict[str, Any] = {
-        "ruleId": d.code,
+        "ruleId": d.code.value,
+        "ruleIndex": index[d.code],
         "level": _LEVELS[d.severity],
         "message": {"text": text},
         "locations": [
@@ -81,8 +86,6 @@ def _result(source: Source, d: Diagnostic, index: dict[str, int]) -> dict[str, A
             }
         ],
     }
-    if d.code in index:
-        result["ruleIndex"] = index[d.code]
     if d.suppression is not None:
         result["suppressions"] = [{"kind": "inSource", "justification": d.suppression}]
     return result

@@ -25,9 +25,8 @@ import re
 from dataclasses import dataclass
 
 from hdrpolicy import ir
-from hdrpolicy.diagnostics import Diagnostic, Severity, Source, Span
-
-SUPPRESSIBLE = ("HP401", "HP402", "HP403", "HP404", "HP405")
+from hdrpolicy.codes import SUPPRESSIBLE
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 
 # Strings first, so a `#` inside a string is never taken for a comment (as in `fmt`).
 _TOKENS = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"|#[^\n]*')
@@ -64,8 +63,8 @@ def collect(source: Source, policy: ir.Policy) -> tuple[list[Suppression], list[
         def bad(message: str, span: Span = span) -> None:
             problems.append(
                 Diagnostic(
-                    "HP407",
-                    Severity.WARNING,
+                    Code.HP407,
+                    Code.HP407.severity,
                     f"invalid suppression: {message}",
                     span,
                     f"write it as `{EXAMPLE}`",
@@ -124,8 +123,8 @@ def apply(
                 if (n, code) not in used:
                     out.append(
                         Diagnostic(
-                            "HP406",
-                            Severity.WARNING,
+                            Code.HP406,
+                            Code.HP406.severity,
                             f"unused suppression: the statement at line {s.lines[0]} has no "
                             f"{code} finding",
                             s.span,

