@@ -18,7 +18,7 @@ from hdrpolicy.assets import asset
 from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.golit import go_comment_text, go_string
-from hdrpolicy.toolchains import Toolchain, ToolchainName
+from hdrpolicy.toolchains import Emulator, Toolchain
 
 
 @cache
@@ -238,10 +238,10 @@ class _GoBuilder:
         by_kind = {s.kind: self.fields[s.key].const for s in self.policy.subjects}
         pseudo = [self.fields[s.key].const for s in self.policy.subjects if s.is_pseudo]
         reads_headers = any(not s.is_pseudo for s in self.policy.subjects)
-        # The go target's Go only ever runs as wasm, so it can walk the host's
-        # serialised headers itself; the tinygo target's Go also runs natively (in
-        # the tetratelabs emulator), where a `//go:wasmimport` function has no body.
-        raw_header_pairs = reads_headers and toolchain.name is ToolchainName.GO
+        # A target whose Go only ever runs as wasm can walk the host's serialised
+        # headers itself; one whose Go also runs natively (`Emulator.NATIVE`, the
+        # tetratelabs emulator) cannot: a `//go:wasmimport` function has no body there.
+        raw_header_pairs = reads_headers and toolchain.emulator is Emulator.WASM
         std_imports = ["strconv", "strings"]
         if self.regexps:
             std_imports.append("regexp")
