@@ -217,20 +217,6 @@ ADDED_HEADERS = (
 )
 
 
-def list_delimiter(host_name: str) -> str | None:
-    """The delimiter a value of this header may be a list of (None: it is one value).
-
-    A joined header's value may be several client values joined by Envoy, and
-    so is an `:authority` (a repeated `Host`); a cookie header is a list of
-    cookies, however it arrived.
-    """
-    if host_name in JOINED_HEADERS or host_name == ":authority":
-        return COMMA
-    if host_name == "cookie":
-        return ";"
-    return None
-
-
 def rejected(protocol: Protocol, request: SentRequest) -> str | None:
     """Why Envoy refuses the request before any filter runs (None: it reaches the plug-in).
 
