@@ -194,7 +194,7 @@ class _Checker:
 
     def compare(self, cmp: ir.Compare) -> None:
         subject = cmp.subject
-        if subject.kind is ir.SubjectKind.HEADER:
+        if not subject.is_pseudo:
             assert subject.name is not None
             span = subject.name_span or subject.span
             if subject.name in _PSEUDO_SUBJECTS:

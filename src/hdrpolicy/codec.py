@@ -221,8 +221,9 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
     """Why Envoy refuses the request before any filter runs (None: it reaches the plug-in).
 
     Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
-    protocols), a method HTTP/1.1's parser does not know, lower case included
-    (400; HTTP/2 passes `get` through), and HTTP/2's connection-specific
+    protocols), a space or tab in the path (400, or a reset stream), a method
+    HTTP/1.1's parser does not know, lower case included (400; HTTP/2 passes
+    `get` through), and HTTP/2's connection-specific
     headers and an `:authority` with surrounding whitespace (stream reset), and
     a `content-length` that is not one decimal number (400 / stream reset).
     """
@@ -232,6 +233,9 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
         return f"`content-length` is not one decimal number: {reply}"
     if "#" in request.path:
         return "the path has a fragment (`#`): Envoy answers 400"
+    if " " in request.path or "\t" in request.path:
+        reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 resets the stream"
+        return f"the path has a space or a tab: {reply}"
     if protocol is Protocol.HTTP1 and request.method not in HTTP1_METHODS:
         return f"Envoy's HTTP/1.1 parser does not accept the method `{request.method}`: 400"
     if protocol is Protocol.HTTP2:

@@ -251,8 +251,7 @@ class _GoBuilder:
             "field_consts": field_consts,
             "reads_headers": reads_headers,
             "pseudo_test": " || ".join(f"f == {c}" for c in pseudo) or None,
-            "path_field": by_kind.get(ir.SubjectKind.PATH),
-            "host_field": by_kind.get(ir.SubjectKind.HOST),
+            **self.normalized_fields(by_kind),
             "helpers": sorted(self.helpers),
             "fold": self.fold,
             "regexps": self.regexps,
@@ -264,10 +263,23 @@ class _GoBuilder:
                 "badPath",
                 ir.BAD_PATH_STATUS,
                 ir.BAD_PATH_BODY,
-                [by_kind[ir.SubjectKind.PATH]] if ir.SubjectKind.PATH in by_kind else [],
+                [
+                    const
+                    for kind, const in by_kind.items()
+                    if semantics.subject(kind).in_normal_form is not None
+                ],
             ),
             "bad_value": self._refusal("badValue", ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []),
             "host_error": self._refusal("hostError", ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []),
+        }
+
+    @staticmethod
+    def normalized_fields(by_kind: dict[ir.SubjectKind, str]) -> dict[str, str | None]:
+        """Each kind with a normalisation of its own: the template's key, and its field."""
+        return {
+            meaning.go_field: by_kind.get(kind)
+            for kind in ir.SubjectKind
+            if (meaning := semantics.subject(kind)).go_field is not None
         }
 
     def _refusal(self, var: str, status: int, body: str, why: list[str]) -> dict[str, Any]:
@@ -276,7 +288,7 @@ class _GoBuilder:
 
 
 def _const_name(subject: ir.Subject) -> str:
-    if subject.kind is not ir.SubjectKind.HEADER:
+    if subject.is_pseudo:
         return "field" + subject.kind.value.capitalize()
     parts = re.split(r"[^0-9A-Za-z]+", subject.name or "")
     return "header" + "".join(p[:1].upper() + p[1:] for p in parts if p)

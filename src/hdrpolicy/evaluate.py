@@ -15,7 +15,7 @@ from typing import assert_never
 
 from hdrpolicy import ir, semantics
 from hdrpolicy.ir import DEFAULT_CONTENT_TYPE, MAX_READINGS
-from hdrpolicy.semantics import NEVER_ENCODED, Literals, fold, list_delimiter
+from hdrpolicy.semantics import Literals, fold, list_delimiter
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -26,31 +26,8 @@ def normalize(subject: ir.Subject, value: bytes) -> bytes:
 
 
 _OWS = semantics.OWS
-_HEX = b"0123456789ABCDEF"
-
-
-def path_in_normal_form(value: bytes) -> bool:
-    """Whether `:path` (up to `?`) is the one spelling of its resource a service resolves.
-
-    It starts with `/`; has no `.` or `..` segment (nor `..;x`), no `//`, no
-    `\\`, no `#`; and percent signs only as `%XX` with upper-case hex digits
-    that do not encode an unreserved character, `/` or `\\`.
-    """
-    path = value.split(b"?", 1)[0]
-    if not path.startswith(b"/") or b"//" in path or b"\\" in path or b"#" in path:
-        return False
-    for segment in path.split(b"/"):
-        if segment.split(b";", 1)[0] in (b".", b".."):
-            return False
-    i = path.find(b"%")
-    while i >= 0:
-        digits = path[i + 1 : i + 3]
-        if len(digits) < 2 or any(c not in _HEX for c in digits):
-            return False
-        if int(digits, 16) in NEVER_ENCODED:
-            return False
-        i = path.find(b"%", i + 3)
-    return True
+# Re-exported: the tests and `explain` read the path's rule from here.
+path_in_normal_form = semantics.path_in_normal_form
 
 
 # -- results ----------------------------------------------------------------
@@ -196,7 +173,8 @@ def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
     """
     raw = _raw_values(policy, headers)
     for subject, values in zip(policy.subjects, raw, strict=True):
-        if subject.kind is ir.SubjectKind.PATH and values and not path_in_normal_form(values[0]):
+        normal = semantics.subject(subject.kind).in_normal_form
+        if normal is not None and values and not normal(values[0]):
             return Refusal(ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, subject, values[0])
     for subject, values in zip(policy.subjects, raw, strict=True):
         for value in values if not subject.is_pseudo else ():

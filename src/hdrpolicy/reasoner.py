@@ -93,7 +93,7 @@ class Reasoner:
                 z3.Bool(f"a{n}_{k}", self.ctx) for k in range(len(space.atoms))
             ]
             facts = self.facts[key] = []
-            if space.subject.kind is not ir.SubjectKind.HEADER:
+            if space.subject.is_pseudo:  # always sent
                 facts.append(present)
             if atoms:
                 facts.append(z3.Implies(z3.Not(present), z3.And(*[z3.Not(a) for a in atoms])))

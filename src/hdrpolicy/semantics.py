@@ -312,6 +312,11 @@ class SubjectMeaning:
     never: Callable[[str, OperatorMeaning, bool], list[tuple[str, str]]]
     # The template's model key of this kind's field, for its normalisation branch.
     go_field: str | None = None
+    # A value (as the host passes it) not in this form is refused before any rule
+    # runs (`ir.BAD_PATH_STATUS`); the domain holds only values in it.
+    in_normal_form: Callable[[bytes], bool] | None = None
+    # What a witness request sends for it when a finding does not need it.
+    plain: str | None = None
 
     @property
     def pseudo(self) -> bool:
@@ -326,6 +331,33 @@ _FORBIDDEN = [(0x00, 0x08), (0x0A, 0x1F), (0x7F, 0x7F), (0xD800, 0xDFFF)]
 _TCHAR = "!#$%&'*+-.^_`|~"
 # RFC 3986 unreserved characters, and `/` and `\`: never percent-encoded in normal form.
 NEVER_ENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\")
+
+
+_HEX = b"0123456789ABCDEF"
+
+
+def path_in_normal_form(value: bytes) -> bool:
+    """Whether `:path` (up to `?`) is the one spelling of its resource a service resolves.
+
+    It starts with `/`; has no `.` or `..` segment (nor `..;x`), no `//`, no
+    `\\`, no `#`; and percent signs only as `%XX` with upper-case hex digits
+    that do not encode an unreserved character, `/` or `\\`.
+    """
+    path = value.split(b"?", 1)[0]
+    if not path.startswith(b"/") or b"//" in path or b"\\" in path or b"#" in path:
+        return False
+    for segment in path.split(b"/"):
+        if segment.split(b";", 1)[0] in (b".", b".."):
+            return False
+    i = path.find(b"%")
+    while i >= 0:
+        digits = path[i + 1 : i + 3]
+        if len(digits) < 2 or any(c not in _HEX for c in digits):
+            return False
+        if int(digits, 16) in NEVER_ENCODED:
+            return False
+        i = path.find(b"%", i + 3)
+    return True
 
 
 def _trim(value: bytes) -> bytes:
@@ -369,7 +401,7 @@ def _method_domain(alg: Algebra) -> list[Re]:
 
 
 def _path_domain(alg: Algebra) -> list[Re]:
-    """`evaluate.path_in_normal_form` (the query is already cut off)."""
+    """`path_in_normal_form` (the query is already cut off)."""
     hex_digit = alg.union(alg.chars([(ord("0"), ord("9"))]), alg.chars([(ord("A"), ord("F"))]))
     never = alg.union(*[alg.literal(f"%{c:02X}") for c in sorted(NEVER_ENCODED)])
     escape = alg.inter(alg.cat(alg.literal("%"), hex_digit, hex_digit), alg.compl(never))
@@ -445,10 +477,21 @@ def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
             return SubjectMeaning(kind, "header", None, (), _trim, _value_domain, _spaces)
         case ir.SubjectKind.PATH:
             return SubjectMeaning(
-                kind, "path", ":path", (), _without_query, _path_domain, _path_never, "path_field"
+                kind,
+                "path",
+                ":path",
+                (),
+                _without_query,
+                _path_domain,
+                _path_never,
+                go_field="path_field",
+                in_normal_form=path_in_normal_form,
+                plain="/",
             )
         case ir.SubjectKind.METHOD:
-            return SubjectMeaning(kind, "method", ":method", (), _trim, _method_domain, _spaces)
+            return SubjectMeaning(
+                kind, "method", ":method", (), _trim, _method_domain, _spaces, plain="GET"
+            )
         case ir.SubjectKind.HOST:
             return SubjectMeaning(
                 kind,
@@ -458,7 +501,8 @@ def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
                 _host,
                 _host_domain,
                 _host_never,
-                "host_field",
+                go_field="host_field",
+                plain="example.com",
             )
         case _:
             assert_never(kind)
@@ -468,6 +512,10 @@ def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
 def subject(kind: ir.SubjectKind) -> SubjectMeaning:
     """The meaning of a subject kind."""
     return _subject(kind)
+
+
+# The pseudo-subjects in the order the host passes them (`codec.deliver`).
+PSEUDO_ORDER = (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST)
 
 
 def list_delimiter(host_name: str) -> str | None:

@@ -11,31 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.diagnostics import Span
 from hdrpolicy.evaluate import Headers, normalize
 from hdrpolicy.printer import policy_string
+from hdrpolicy.semantics import PSEUDO_ORDER
 
 
 def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
     """The request in which each subject has the value given (None: a missing header)."""
     headers: Headers = []
-    pseudo = {
-        ir.SubjectKind.METHOD: "GET",
-        ir.SubjectKind.PATH: "/",
-        ir.SubjectKind.HOST: "example.com",
-    }
     found: dict[ir.SubjectKind, str] = {}
     extra: Headers = []
     for subject, text in values:
         if text is None:
             continue
-        if subject.kind is ir.SubjectKind.HEADER:
-            extra.append((subject.host_name.encode(), text.encode()))
-        else:
+        if subject.is_pseudo:
             found[subject.kind] = text
-    for kind in (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST):
-        text = found.get(kind, pseudo[kind])
+        else:
+            extra.append((subject.host_name.encode(), text.encode()))
+    for kind in PSEUDO_ORDER:
+        plain = semantics.subject(kind).plain
+        assert plain is not None, kind
+        text = found.get(kind, plain)
         subject = ir.Subject(kind=kind, span=_NO_SPAN)
         raw = text.encode()
         if normalize(subject, raw) != raw:
@@ -52,7 +50,16 @@ def response_key(response: ir.Response | None) -> tuple[object, ...]:
 
 
 # What a witness's method, path and host become when the finding does not need them.
-PLAIN_REQUEST = {b":method": b"GET", b":path": b"/", b":authority": b"example.com"}
+def _plain_request() -> dict[bytes, bytes]:
+    out = {}
+    for kind in PSEUDO_ORDER:
+        meaning = semantics.subject(kind)
+        assert meaning.host_name is not None and meaning.plain is not None, kind
+        out[meaning.host_name.encode()] = meaning.plain.encode()
+    return out
+
+
+PLAIN_REQUEST = _plain_request()
 # Methods a reader recognises, tried in this order when the finding needs another.
 READABLE_METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS")
 # A header value tried in place of an empty one.
