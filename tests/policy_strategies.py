@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.checker import NO_BODY_STATUSES
 from hdrpolicy.diagnostics import Span
 
@@ -34,13 +34,14 @@ def compares(draw: st.DrawFn) -> ir.Compare:
     name = draw(st.sampled_from(HEADER_NAMES)) if kind is ir.SubjectKind.HEADER else None
     subject = ir.Subject(kind=kind, name=name, span=SPAN)
     op = draw(st.sampled_from(list(ir.Op)))
+    meaning = semantics.operator(op)
     ignore_case = False
     vals: list[ir.StringLit] = []
-    if op is ir.Op.MATCHES:
+    if meaning.pattern:
         vals = [lit(draw(st.sampled_from(PATTERNS)))]
-    elif op is not ir.Op.EXISTS:
-        ignore_case = draw(st.booleans())
-        n = draw(st.integers(1, 3)) if op in (ir.Op.IN, ir.Op.NOT_IN) else 1
+    elif meaning.literals is not semantics.Literals.NONE:
+        ignore_case = meaning.ignore_case and draw(st.booleans())
+        n = draw(st.integers(1, 3)) if meaning.literals is semantics.Literals.LIST else 1
         raw = [draw(values) for _ in range(n)]
         if kind is ir.SubjectKind.HOST and not ignore_case:
             raw = [v.lower() for v in raw]

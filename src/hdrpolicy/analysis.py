@@ -14,10 +14,11 @@ for the rules before are complete and one HP405 says where it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import assert_never
 
 import z3
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.atoms import atoms_of
 from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS, EVALUATION, Budget, BudgetSpent
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
@@ -136,7 +137,7 @@ class _Analysis:
             for cmp in ir.comparisons(rule.condition):
                 key = cmp.subject.key
                 space = spaces.subjects[key]
-                if cmp.op is ir.Op.MATCHES:
+                if semantics.operator(cmp.op).pattern:
                     k = spaces.index[key, atoms_of(cmp)[0]]
                     construct = space.untranslated[k]
                     if construct is not None:
@@ -220,9 +221,15 @@ class _Analysis:
         return None
 
     def _constant_parts(self, cond: ir.Condition, out: list[Diagnostic]) -> None:
-        if isinstance(cond, ir.Compare):
-            return
-        children = [cond.operand] if isinstance(cond, ir.Not) else cond.operands
+        match cond:
+            case ir.Compare():
+                return
+            case ir.Not():
+                children = [cond.operand]
+            case ir.And() | ir.Or():
+                children = cond.operands
+            case _:
+                assert_never(cond)
         for child in children:
             if isinstance(child, ir.Not) or self._constant(child, out) is None:
                 self._constant_parts(child, out)

@@ -21,13 +21,10 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from hdrpolicy import ir, resyntax
+from hdrpolicy import ir, semantics
 from hdrpolicy.budget import NODE, Budget
-from hdrpolicy.codec import list_delimiter
-from hdrpolicy.diagnostics import Span
-from hdrpolicy.evaluate import compare
 from hdrpolicy.regular import Algebra, Re, Unsupported
-from hdrpolicy.smt import domain_regexes
+from hdrpolicy.semantics import Literals, list_delimiter
 
 # Exploration caps per subject: past them its vectors are incomplete.
 MAX_VECTORS = 4096
@@ -35,7 +32,6 @@ MAX_STATES = 100_000
 # Values kept per vector: more choices when an opaque atom must also agree.
 _WITNESSES = 4
 
-_NO_SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)
 Vector = tuple[bool, ...]
 
 
@@ -48,32 +44,22 @@ class Atom:
     ignore_case: bool
 
     def holds(self, subject: ir.Subject, value: str) -> bool:
-        """The reference evaluator's answer for a present value."""
-        cmp = ir.Compare(
-            subject=subject,
-            op=self.op,
-            values=[ir.StringLit(value=self.literal, span=_NO_SPAN)],
-            ignore_case=self.ignore_case,
-            span=_NO_SPAN,
-        )
-        return compare(cmp, value.encode())
+        """The reference evaluator's answer for a present value (`semantics.holds`)."""
+        meaning = semantics.operator(self.op)
+        return semantics.holds(meaning, self.literal, self.ignore_case, value.encode())
 
 
 def atoms_of(cmp: ir.Compare) -> list[Atom]:
     """The atoms a comparison is built from (a disjunction; `exists` has none)."""
-    op = ir.NEGATED_OPS.get(cmp.op, cmp.op)
-    if op is ir.Op.EXISTS:
+    meaning = semantics.operator(cmp.op).positive
+    if meaning.literals is Literals.NONE:
         return []
-    if op is ir.Op.IN:
-        op = ir.Op.EQ
+    assert meaning.atom is not None, meaning.op
+    folded = semantics.folds(cmp)
     return [
-        Atom(op, _fold(v.value) if cmp.ignore_case else v.value, cmp.ignore_case)
+        Atom(meaning.atom, semantics.fold(v.value) if folded else v.value, folded)
         for v in cmp.values
     ]
-
-
-def _fold(text: str) -> str:
-    return "".join(c.lower() if c.isascii() else c for c in text)
 
 
 @dataclass
@@ -153,31 +139,19 @@ class Spaces:
 
     def _language(self, atom: Atom) -> tuple[Re | None, str | None]:
         """The atom's language, or None and the construct that could not be translated."""
-        alg = self.alg
-        if atom.op is ir.Op.MATCHES:
-            node = resyntax.parse(atom.literal)
-            if isinstance(node, resyntax.Untranslatable):
-                return None, node.construct
-            try:
-                return alg.search(node), None
-            except Unsupported as exc:
-                return None, str(exc)
-        lit = alg.literal(atom.literal, fold=atom.ignore_case)
-        if atom.op is ir.Op.EQ:
-            return lit, None
-        if atom.op is ir.Op.STARTS_WITH:
-            return alg.cat(lit, alg.full), None
-        if atom.op is ir.Op.ENDS_WITH:
-            return alg.cat(alg.full, lit), None
-        return alg.cat(alg.full, lit, alg.full), None
+        language = semantics.operator(atom.op).language
+        assert language is not None, atom.op
+        try:
+            return language(self.alg, atom.literal, atom.ignore_case), None
+        except Unsupported as exc:
+            return None, str(exc)
 
     def domain(self, subject: ir.Subject) -> Re:
-        """The values the plug-in can see of this subject (`smt.domain_regexes`)."""
+        """The values the plug-in can see of this subject (`semantics.domain`)."""
         delimiter = list_delimiter(subject.host_name)
         key = subject.key if delimiter else subject.kind.value
         if key not in self._domains:
-            parts = [self.alg.from_z3(r) for r in domain_regexes(subject.kind, delimiter)]
-            self._domains[key] = self.alg.inter(*parts)
+            self._domains[key] = semantics.domain(self.alg, subject.kind, delimiter)
         return self._domains[key]
 
     # -- exploration ----------------------------------------------------------------

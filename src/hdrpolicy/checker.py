@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 from hdrpolicy.goregexp import go_regex_error
 from hdrpolicy.limits import (
@@ -19,7 +19,6 @@ from hdrpolicy.limits import (
     describe,
 )
 from hdrpolicy.lower import PolicyParts
-from hdrpolicy.printer import policy_string
 
 MIN_STATUS, MAX_STATUS = 200, 599
 # RFC 9110 token characters: what an HTTP field name may consist of.
@@ -33,7 +32,7 @@ _PROXY_SET_HEADERS = {"content-length", "transfer-encoding"}
 # Envoy's local reply sends a body on them anyway, with a content-length
 # (invalid; HTTP/2 clients see a protocol error), so a rule may not give one.
 NO_BODY_STATUSES = frozenset({204, 205, 304})
-_PSEUDO_SUBJECTS = {":path": "path", ":method": "method", ":authority": "host", "host": "host"}
+_PSEUDO_SUBJECTS = semantics.pseudo_subjects()
 
 
 class _Checker:
@@ -197,7 +196,7 @@ class _Checker:
 
     def compare(self, cmp: ir.Compare) -> None:
         subject = cmp.subject
-        if subject.kind is ir.SubjectKind.HEADER:
+        if not subject.is_pseudo:
             assert subject.name is not None
             span = subject.name_span or subject.span
             if subject.name in _PSEUDO_SUBJECTS:
@@ -210,21 +209,22 @@ class _Checker:
                 )
             else:
                 self.header_name(subject.name, span)
-        if cmp.op in (ir.Op.IN, ir.Op.NOT_IN) and not cmp.values:
+        meaning = semantics.operator(cmp.op)
+        if meaning.literals is semantics.Literals.LIST and not cmp.values:
             self.error(
                 Code.HP209,
                 "empty list",
                 cmp.span,
                 help="`in []` is never true; list at least one value",
             )
-        if cmp.op is ir.Op.MATCHES:
-            if cmp.ignore_case:
-                self.error(
-                    Code.HP213,
-                    "`ignoring case` does not apply to `matches`",
-                    cmp.span,
-                    help="start the pattern with `(?i)` instead",
-                )
+        if cmp.ignore_case and not meaning.ignore_case:
+            self.error(
+                Code.HP213,
+                f"`ignoring case` does not apply to `{meaning.text}`",
+                cmp.span,
+                help="start the pattern with `(?i)` instead" if meaning.pattern else None,
+            )
+        if meaning.pattern:
             for lit in cmp.values:
                 if len(lit.value) > MAX_PATTERN_CHARS:
                     self.error(
@@ -244,51 +244,12 @@ class _Checker:
                         help="patterns use Go's `regexp` (RE2) syntax",
                     )
             return
+        never = semantics.subject(subject.kind).never
         for lit in cmp.values:
             self.header_value(lit, f"a value of `{subject.label}`")
-            self.never_seen(cmp, lit)
-            if (
-                subject.kind is ir.SubjectKind.HOST
-                and not cmp.ignore_case
-                and lit.value != lit.value.lower()
-            ):
-                self.error(
-                    Code.HP210,
-                    f"`host` is compared in lower case, so `{lit.value}` never matches",
-                    lit.span,
-                    help=f'write "{lit.value.lower()}"',
-                )
-
-    def never_seen(self, cmp: ir.Compare, lit: ir.StringLit) -> None:
-        """A literal the normalised value can never hold makes the comparison dead."""
-        value, kind = lit.value, cmp.subject.kind
-        whole = cmp.op in (ir.Op.EQ, ir.Op.NE, ir.Op.IN, ir.Op.NOT_IN)
-        if kind is ir.SubjectKind.PATH and "?" in value:
-            self.error(
-                Code.HP210,
-                "`path` never contains `?`: it is compared without its query string",
-                lit.span,
-                help="compare the path only; the query string is not part of it",
-            )
-        elif kind is ir.SubjectKind.HOST and re.search(r":[0-9]*$", value) and whole:
-            self.error(
-                Code.HP210,
-                f"`host` is compared without its port, so `{value}` never matches",
-                lit.span,
-                help=f'write "{value.rsplit(":", 1)[0]}"',
-            )
-        elif value != value.strip(" \t") and (
-            whole
-            or (cmp.op is ir.Op.STARTS_WITH and value[:1] in " \t")
-            or (cmp.op is ir.Op.ENDS_WITH and value[-1:] in " \t")
-        ):
-            self.error(
-                Code.HP210,
-                f"values are compared without leading and trailing spaces, "
-                f"so {policy_string(value)} never matches",
-                lit.span,
-                help=f"write {policy_string(value.strip(' ' + chr(9)))}",
-            )
+            # A literal the normalised value can never hold makes the comparison dead.
+            for message, help in never(lit.value, meaning, cmp.ignore_case):
+                self.error(Code.HP210, message, lit.span, help=help)
 
     def header_name(self, name: str, span: Span) -> bool:
         if _TOKEN.match(name):

@@ -217,26 +217,14 @@ ADDED_HEADERS = (
 )
 
 
-def list_delimiter(host_name: str) -> str | None:
-    """The delimiter a value of this header may be a list of (None: it is one value).
-
-    A joined header's value may be several client values joined by Envoy, and
-    so is an `:authority` (a repeated `Host`); a cookie header is a list of
-    cookies, however it arrived.
-    """
-    if host_name in JOINED_HEADERS or host_name == ":authority":
-        return COMMA
-    if host_name == "cookie":
-        return ";"
-    return None
-
-
 def rejected(protocol: Protocol, request: SentRequest) -> str | None:
     """Why Envoy refuses the request before any filter runs (None: it reaches the plug-in).
 
     Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
-    protocols), a method HTTP/1.1's parser does not know, lower case included
-    (400; HTTP/2 passes `get` through), and HTTP/2's connection-specific
+    protocols), a space or tab in the path (HTTP/1.1: inside it, 400; HTTP/2:
+    anywhere, stream reset), a method
+    HTTP/1.1's parser does not know, lower case included (400; HTTP/2 passes
+    `get` through), and HTTP/2's connection-specific
     headers and an `:authority` with surrounding whitespace (stream reset), and
     a `content-length` that is not one decimal number (400 / stream reset).
     """
@@ -246,6 +234,9 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
         return f"`content-length` is not one decimal number: {reply}"
     if "#" in request.path:
         return "the path has a fragment (`#`): Envoy answers 400"
+    if " " in _target(protocol, request.path) or "\t" in _target(protocol, request.path):
+        reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 resets the stream"
+        return f"the path has a space or a tab: {reply}"
     if protocol is Protocol.HTTP1 and request.method not in HTTP1_METHODS:
         return f"Envoy's HTTP/1.1 parser does not accept the method `{request.method}`: 400"
     if protocol is Protocol.HTTP2:
@@ -284,7 +275,7 @@ def deliver(protocol: Protocol, request: SentRequest) -> Headers:
     joined: dict[str, int] = {}
     out: list[tuple[str, str]] = [
         (":method", request.method),
-        (":path", request.path),
+        (":path", _target(protocol, request.path)),
         (":authority", authority),
     ]
     for name, value in pairs:
@@ -299,6 +290,11 @@ def deliver(protocol: Protocol, request: SentRequest) -> Headers:
             out.append((name, value))
     out = [(k, v) for k, v in out if k != "te" or v == "trailers"]
     return [(k.encode(), v.encode()) for k, v in out]
+
+
+def _target(protocol: Protocol, path: str) -> str:
+    """The path as Envoy reads it: HTTP/1.1's request line drops spaces and tabs around it."""
+    return path.strip(_OWS) if protocol is Protocol.HTTP1 else path
 
 
 def _delimiter(protocol: Protocol, name: str) -> str | None:

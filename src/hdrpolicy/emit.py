@@ -9,15 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, assert_never
 
 import jinja2
 
-from hdrpolicy import __version__, ir
+from hdrpolicy import __version__, ir, semantics
 from hdrpolicy.assets import asset
-from hdrpolicy.codec import list_delimiter
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.golit import go_comment_text, go_string
+from hdrpolicy.semantics import Literals, list_delimiter
 from hdrpolicy.toolchains import Emulator, Toolchain
 
 
@@ -31,14 +31,6 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-
-
-def lower_ascii(value: str) -> str:
-    """Lower-case A-Z only: the plug-in's notion of `ignoring case`."""
-    return value.translate(_ASCII_LOWER)
-
-
-_ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
 
 
 @dataclass
@@ -73,7 +65,7 @@ class _GoBuilder:
                 go_string(subject.host_name),
                 go_string(subject.label),
                 go_string(delimiter or ""),
-                go_string("; " if delimiter == ";" else ", "),
+                go_string(semantics.joiner(delimiter)),
             )
 
     def location(self, span_line: int) -> str:
@@ -83,13 +75,17 @@ class _GoBuilder:
 
     def expr(self, cond: ir.Condition) -> tuple[str, int]:
         """Go text of a condition and its precedence (3 operand, 2 `&&`, 1 `||`)."""
-        if isinstance(cond, ir.Compare):
-            return self.compare(cond)
-        if isinstance(cond, ir.Not):
-            return self.negate(cond.operand), 3
-        if isinstance(cond, ir.And):
-            return " && ".join(self.wrap(op, 2) for op in cond.operands), 2
-        return " || ".join(self.wrap(op, 1) for op in cond.operands), 1
+        match cond:
+            case ir.Compare():
+                return self.compare(cond)
+            case ir.Not():
+                return self.negate(cond.operand), 3
+            case ir.And():
+                return " && ".join(self.wrap(op, 2) for op in cond.operands), 2
+            case ir.Or():
+                return " || ".join(self.wrap(op, 1) for op in cond.operands), 1
+            case _:
+                assert_never(cond)
 
     def wrap(self, cond: ir.Condition, min_prec: int) -> str:
         text, prec = self.expr(cond)
@@ -98,18 +94,27 @@ class _GoBuilder:
     def negate(self, cond: ir.Condition) -> str:
         if isinstance(cond, ir.Not):
             return self.wrap(cond.operand, 1)
-        if isinstance(cond, ir.Compare) and cond.op in ir.NEGATED_OPS:
-            positive = cond.model_copy(update={"op": ir.NEGATED_OPS[cond.op]})
-            return self.wrap(positive, 1)
+        if isinstance(cond, ir.Compare):
+            meaning = semantics.operator(cond.op)
+            if meaning.negation_of is not None:
+                return self.positive(cond, meaning.positive)[0]
         text, prec = self.expr(cond)
         return "!" + (text if prec >= 3 else f"({text})")
 
     def compare(self, cmp: ir.Compare) -> tuple[str, int]:
+        meaning = semantics.operator(cmp.op)
+        text, prec = self.positive(cmp, meaning.positive)
+        if meaning.negation_of is None:
+            return text, prec
+        return "!" + (text if prec >= 3 else f"({text})"), 3
+
+    def positive(self, cmp: ir.Compare, meaning: semantics.OperatorMeaning) -> tuple[str, int]:
+        """The Go test of a positive operator: its helper on each literal, `||`-joined."""
         f = self.fields[cmp.subject.key].const
-        op = cmp.op
-        if op is ir.Op.EXISTS:
-            return self.call("exists", f), 3
-        if op is ir.Op.MATCHES:
+        assert meaning.go_helper is not None, meaning.op
+        if meaning.literals is Literals.NONE:
+            return self.call(meaning.go_helper, f), 3
+        if meaning.pattern:
             var = f"pattern{len(self.regexps) + 1}"
             self.regexps.append(
                 {
@@ -118,25 +123,15 @@ class _GoBuilder:
                     "location": self.location(cmp.values[0].span.line),
                 }
             )
-            self.helpers.add("matches")
-            return f"r.matches({f}, {var})", 3
-        name = {
-            ir.Op.EQ: "equals",
-            ir.Op.NE: "equals",
-            ir.Op.IN: "equals",
-            ir.Op.NOT_IN: "equals",
-            ir.Op.STARTS_WITH: "hasPrefix",
-            ir.Op.ENDS_WITH: "hasSuffix",
-            ir.Op.CONTAINS: "contains",
-        }[op]
-        if cmp.ignore_case:
-            name += "Fold"
+            return self.call(meaning.go_helper, f, var), 3
+        name = meaning.go_helper
+        values = [v.value for v in cmp.values]
+        if semantics.folds(cmp):
+            assert meaning.go_fold_helper is not None, meaning.op
+            name = meaning.go_fold_helper
             self.fold = True
-        values = [lower_ascii(v.value) if cmp.ignore_case else v.value for v in cmp.values]
+            values = [semantics.fold(v) for v in values]
         calls = [self.call(name, f, go_string(v)) for v in values]
-        if op in (ir.Op.NE, ir.Op.NOT_IN):
-            inner = " || ".join(calls)
-            return "!" + (inner if len(calls) == 1 else f"({inner})"), 3
         return " || ".join(calls), (3 if len(calls) == 1 else 1)
 
     def call(self, helper: str, *args: str) -> str:
@@ -148,7 +143,8 @@ class _GoBuilder:
     def rule_test(self, rule: ir.Rule) -> str | None:
         if rule.condition is None:
             return None
-        if rule.guard is ir.Guard.UNLESS:
+        assert rule.guard is not None
+        if semantics.negates(rule.guard):
             return self.negate(rule.condition)
         return self.expr(rule.condition)[0]
 
@@ -271,8 +267,7 @@ class _GoBuilder:
                 {"length": n, "fields": group} for n, group in sorted(lengths.items())
             ],
             "pseudo_test": " || ".join(f"f == {c}" for c in pseudo) or None,
-            "path_field": by_kind.get(ir.SubjectKind.PATH),
-            "host_field": by_kind.get(ir.SubjectKind.HOST),
+            **self.normalized_fields(by_kind),
             "helpers": sorted(self.helpers),
             "fold": self.fold,
             "regexps": self.regexps,
@@ -284,10 +279,23 @@ class _GoBuilder:
                 "badPath",
                 ir.BAD_PATH_STATUS,
                 ir.BAD_PATH_BODY,
-                [by_kind[ir.SubjectKind.PATH]] if ir.SubjectKind.PATH in by_kind else [],
+                [
+                    const
+                    for kind, const in by_kind.items()
+                    if semantics.subject(kind).in_normal_form is not None
+                ],
             ),
             "bad_value": self._refusal("badValue", ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []),
             "host_error": self._refusal("hostError", ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []),
+        }
+
+    @staticmethod
+    def normalized_fields(by_kind: dict[ir.SubjectKind, str]) -> dict[str, str | None]:
+        """Each kind with a normalisation of its own: the template's key, and its field."""
+        return {
+            meaning.go_field: by_kind.get(kind)
+            for kind in ir.SubjectKind
+            if (meaning := semantics.subject(kind)).go_field is not None
         }
 
     def _refusal(self, var: str, status: int, body: str, why: list[str]) -> dict[str, Any]:
@@ -296,7 +304,7 @@ class _GoBuilder:
 
 
 def _const_name(subject: ir.Subject) -> str:
-    if subject.kind is not ir.SubjectKind.HEADER:
+    if subject.is_pseudo:
         return "field" + subject.kind.value.capitalize()
     parts = re.split(r"[^0-9A-Za-z]+", subject.name or "")
     return "header" + "".join(p[:1].upper() + p[1:] for p in parts if p)

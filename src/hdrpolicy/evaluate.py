@@ -8,92 +8,26 @@ hands it to the plug-in: a list of (name, value) byte pairs, pseudo-headers
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from functools import cache
+from typing import assert_never
 
-import re2
-
-from hdrpolicy import ir
-from hdrpolicy.codec import list_delimiter
+from hdrpolicy import ir, semantics
 from hdrpolicy.ir import DEFAULT_CONTENT_TYPE, MAX_READINGS
+from hdrpolicy.semantics import Literals, fold, list_delimiter
 
 Headers = list[tuple[bytes, bytes]]
 
 
-def _go_replace(exc: UnicodeError) -> tuple[str, int]:
-    """Decode like Go's `range` over a string: each invalid byte is one U+FFFD."""
-    assert isinstance(exc, UnicodeDecodeError)
-    return "\ufffd", exc.start + 1
-
-
-codecs.register_error("hdrpolicy-go", _go_replace)
-
-
-def lower_ascii(value: bytes) -> bytes:
-    return value.translate(_ASCII_LOWER)
-
-
-_ASCII_LOWER = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
-
-
 def normalize(subject: ir.Subject, value: bytes) -> bytes:
-    """Trim spaces and tabs; the path loses its query, the host its port and upper case."""
-    value = value.strip(b" \t")
-    if subject.kind is ir.SubjectKind.PATH:
-        value = value.split(b"?", 1)[0]
-    elif subject.kind is ir.SubjectKind.HOST:
-        value = lower_ascii(_strip_port(value))
-    return value
+    """The value rules judge: trimmed, and the subject's own rule (`semantics`)."""
+    return semantics.subject(subject.kind).normalize(value)
 
 
-_OWS = b" \t"
-_HEX = b"0123456789ABCDEF"
-# RFC 3986 unreserved characters, and `/` and `\`: never percent-encoded in normal form.
-NEVER_ENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\")
-
-
-def path_in_normal_form(value: bytes) -> bool:
-    """Whether `:path` (up to `?`) is the one spelling of its resource a service resolves.
-
-    It starts with `/`; has no `.` or `..` segment (nor `..;x`), no `//`, no
-    `\\`, no `#`; and percent signs only as `%XX` with upper-case hex digits
-    that do not encode an unreserved character, `/` or `\\`.
-    """
-    path = value.split(b"?", 1)[0]
-    if not path.startswith(b"/") or b"//" in path or b"\\" in path or b"#" in path:
-        return False
-    for segment in path.split(b"/"):
-        if segment.split(b";", 1)[0] in (b".", b".."):
-            return False
-    i = path.find(b"%")
-    while i >= 0:
-        digits = path[i + 1 : i + 3]
-        if len(digits) < 2 or any(c not in _HEX for c in digits):
-            return False
-        if int(digits, 16) in NEVER_ENCODED:
-            return False
-        i = path.find(b"%", i + 3)
-    return True
-
-
-def _strip_port(host: bytes) -> bytes:
-    i = host.rfind(b":")
-    if i < 0 or b"]" in host[i:]:
-        return host
-    port = host[i + 1 :]
-    return host[:i] if all(0x30 <= c <= 0x39 for c in port) else host
-
-
-@cache
-def _regex(pattern: str) -> re2._Regexp:
-    options = re2.Options()
-    options.log_errors = False
-    # Go's `regexp` takes patterns past RE2's default 8 MB (`\\pL{1000}`): so must we.
-    options.max_mem = 1 << 31
-    return re2.compile(pattern, options)
+_OWS = semantics.OWS
+# Re-exported: the tests and `explain` read the path's rule from here.
+path_in_normal_form = semantics.path_in_normal_form
 
 
 # -- results ----------------------------------------------------------------
@@ -158,50 +92,42 @@ def _response(response: ir.Response) -> tuple[int, bytes, tuple[tuple[bytes, byt
 
 def compare(cmp: ir.Compare, value: bytes | None) -> bool:
     """One comparison against one value (None: the header is missing)."""
-    op = cmp.op
-    if op is ir.Op.EXISTS:
-        return value is not None
-    if op in ir.NEGATED_OPS:
-        return not compare(cmp.model_copy(update={"op": ir.NEGATED_OPS[op]}), value)
-    if value is None:
-        return False
-    if op is ir.Op.MATCHES:
-        text = value.decode("utf-8", "hdrpolicy-go")
-        return _regex(cmp.values[0].value).search(text) is not None
-    literals = [v.value.encode() for v in cmp.values]
-    if cmp.ignore_case:
-        value = lower_ascii(value)
-        literals = [lower_ascii(lit) for lit in literals]
-    if op in (ir.Op.EQ, ir.Op.IN):
-        return value in literals
-    lit = literals[0]
-    if op is ir.Op.STARTS_WITH:
-        return value.startswith(lit)
-    if op is ir.Op.ENDS_WITH:
-        return value.endswith(lit)
-    return lit in value  # contains
+    meaning = semantics.operator(cmp.op)
+    positive = meaning.positive
+    if positive.literals is Literals.NONE:
+        result = value is not None
+    else:
+        result = value is not None and any(
+            semantics.holds(positive, lit.value, cmp.ignore_case, value) for lit in cmp.values
+        )
+    return result if meaning.negation_of is None else not result
 
 
 def _condition(
     cond: ir.Condition, values: dict[str, bytes | None], seen: list[CompareTrace]
 ) -> bool:
     """Evaluate every comparison (no short cut), so a trace shows all of them."""
-    if isinstance(cond, ir.Compare):
-        value = values[cond.subject.key]
-        result = compare(cond, value)
-        seen.append(CompareTrace(cond, value, result))
-        return result
-    if isinstance(cond, ir.Not):
-        return not _condition(cond.operand, values, seen)
-    results = [_condition(op, values, seen) for op in cond.operands]
-    return all(results) if isinstance(cond, ir.And) else any(results)
+    match cond:
+        case ir.Compare():
+            value = values[cond.subject.key]
+            result = compare(cond, value)
+            seen.append(CompareTrace(cond, value, result))
+            return result
+        case ir.Not():
+            return not _condition(cond.operand, values, seen)
+        case ir.And():
+            return all([_condition(op, values, seen) for op in cond.operands])
+        case ir.Or():
+            return any([_condition(op, values, seen) for op in cond.operands])
+        case _:
+            assert_never(cond)
 
 
 def fires(rule: ir.Rule, values: dict[str, bytes | None], seen: list[CompareTrace]) -> bool:
     if rule.condition is None:
         return True
-    result = _condition(rule.condition, values, seen)
-    return result if rule.guard is ir.Guard.WHEN else not result
+    assert rule.guard is not None
+    return semantics.fires(rule.guard, _condition(rule.condition, values, seen))
 
 
 def _evaluate_reading(policy: ir.Policy, values: dict[str, bytes | None]) -> Decision:
@@ -230,7 +156,7 @@ def _raw_values(policy: ir.Policy, headers: Headers) -> list[list[bytes]]:
     out = []
     for subject in policy.subjects:
         name = subject.host_name.encode()
-        found = [v for k, v in headers if lower_ascii(k) == name]
+        found = [v for k, v in headers if fold(k) == name]
         out.append(found[:1] if subject.is_pseudo else found)
     return out
 
@@ -247,7 +173,8 @@ def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
     """
     raw = _raw_values(policy, headers)
     for subject, values in zip(policy.subjects, raw, strict=True):
-        if subject.kind is ir.SubjectKind.PATH and values and not path_in_normal_form(values[0]):
+        normal = semantics.subject(subject.kind).in_normal_form
+        if normal is not None and values and not normal(values[0]):
             return Refusal(ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, subject, values[0])
     for subject, values in zip(policy.subjects, raw, strict=True):
         for value in values if not subject.is_pseudo else ():
@@ -281,7 +208,7 @@ def subject_readings(subject: ir.Subject, values: list[bytes]) -> list[bytes]:
             for part in value.split(delimiter.encode()):
                 add(normalize(subject, part.strip(_OWS)))
     if len(values) > 1:
-        joiner = b"; " if delimiter == ";" else b", "
+        joiner = semantics.joiner(delimiter).encode()
         add(joiner.join(normalize(subject, v) for v in values))
     return out
 

@@ -31,11 +31,13 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import assert_never
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, visible
 from hdrpolicy.pipeline import check_source
 from hdrpolicy.printer import policy_string
+from hdrpolicy.semantics import Literals
 
 MAX_WIDTH = 100
 INDENT = "    "
@@ -344,14 +346,19 @@ def _rule_layout(rule: ir.Rule, *, broken: bool) -> tuple[list[str], list[int]]:
 
 def condition_text(cond: ir.Condition) -> str:
     """A condition with the fewest parentheses that parse back to the same IR."""
-    if isinstance(cond, ir.Compare):
-        return compare_text(cond)
-    if isinstance(cond, ir.Not):
-        inner = cond.operand
-        text = condition_text(inner)
-        return f"not ({text})" if isinstance(inner, ir.And | ir.Or) else f"not {text}"
-    word = " and " if isinstance(cond, ir.And) else " or "
-    return word.join(_operand_text(op, cond) for op in cond.operands)
+    match cond:
+        case ir.Compare():
+            return compare_text(cond)
+        case ir.Not():
+            inner = cond.operand
+            text = condition_text(inner)
+            return f"not ({text})" if isinstance(inner, ir.And | ir.Or) else f"not {text}"
+        case ir.And():
+            return " and ".join(_operand_text(op, cond) for op in cond.operands)
+        case ir.Or():
+            return " or ".join(_operand_text(op, cond) for op in cond.operands)
+        case _:
+            assert_never(cond)
 
 
 def _operand_text(op: ir.Condition, parent: ir.And | ir.Or) -> str:
@@ -368,12 +375,16 @@ def _operand_text(op: ir.Condition, parent: ir.And | ir.Or) -> str:
 
 
 def compare_text(cmp: ir.Compare) -> str:
-    subject = cmp.subject.label
-    if cmp.op is ir.Op.EXISTS:
-        return f"{subject} exists"
-    if cmp.op in (ir.Op.IN, ir.Op.NOT_IN):
-        value = "[" + ", ".join(policy_string(v.value) for v in cmp.values) + "]"
-    else:
-        value = policy_string(cmp.values[0].value)
+    meaning = semantics.operator(cmp.op)
+    head = f"{cmp.subject.label} {meaning.text}"
+    match meaning.literals:
+        case Literals.NONE:
+            return head
+        case Literals.ONE:
+            value = policy_string(cmp.values[0].value)
+        case Literals.LIST:
+            value = "[" + ", ".join(policy_string(v.value) for v in cmp.values) + "]"
+        case _:
+            assert_never(meaning.literals)
     suffix = " ignoring case" if cmp.ignore_case else ""
-    return f"{subject} {cmp.op.value} {value}{suffix}"
+    return f"{head} {value}{suffix}"

@@ -7,7 +7,7 @@ policies that mean the same thing, laid out differently, compare equal.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,25 +88,25 @@ class Subject(Node):
 
     @property
     def host_name(self) -> str:
-        """The name the proxy host gives this subject's header."""
-        return _PSEUDO_NAMES.get(self.kind) or (self.name or "")
+        """The name the proxy host gives this subject's header (`semantics`)."""
+        from hdrpolicy.semantics import subject
+
+        return subject(self.kind).host_name or (self.name or "")
 
     @property
     def is_pseudo(self) -> bool:
         """`:method`, `:path` or `:authority`: single by HTTP's rules and Envoy's codecs."""
-        return self.kind is not SubjectKind.HEADER
+        from hdrpolicy.semantics import subject
+
+        return subject(self.kind).pseudo
 
     @property
     def label(self) -> str:
         """How the policy language spells it."""
-        return f"header {self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
+        from hdrpolicy.semantics import subject
 
-
-_PSEUDO_NAMES = {
-    SubjectKind.PATH: ":path",
-    SubjectKind.METHOD: ":method",
-    SubjectKind.HOST: ":authority",
-}
+        spelling = subject(self.kind).spelling
+        return spelling if self.name is None else f"{spelling} {self.name}"
 
 
 class Op(StrEnum):
@@ -119,10 +119,6 @@ class Op(StrEnum):
     CONTAINS = "contains"
     MATCHES = "matches"
     EXISTS = "exists"
-
-
-# Operators that are the exact negation of another one.
-NEGATED_OPS = {Op.NE: Op.EQ, Op.NOT_IN: Op.IN}
 
 
 class StringLit(Node):
@@ -233,12 +229,15 @@ def comparisons(cond: Condition) -> list[Compare]:
     stack: list[Condition] = [cond]
     while stack:
         node = stack.pop()
-        if isinstance(node, Compare):
-            out.append(node)
-        elif isinstance(node, Not):
-            stack.append(node.operand)
-        else:
-            stack.extend(reversed(node.operands))
+        match node:
+            case Compare():
+                out.append(node)
+            case Not():
+                stack.append(node.operand)
+            case And() | Or():
+                stack.extend(reversed(node.operands))
+            case _:
+                assert_never(node)
     return out
 
 
@@ -247,11 +246,17 @@ def nested_beyond(cond: Condition, limit: int) -> Condition | None:
     stack: list[tuple[Condition, int]] = [(cond, 0)]
     while stack:
         node, level = stack.pop()
-        if isinstance(node, Compare):
-            continue
+        match node:
+            case Compare():
+                continue
+            case Not():
+                children = [node.operand]
+            case And() | Or():
+                children = node.operands
+            case _:
+                assert_never(node)
         if level == limit:
             return node
-        children = [node.operand] if isinstance(node, Not) else node.operands
         stack.extend((child, level + 1) for child in reversed(children))
     return None
 

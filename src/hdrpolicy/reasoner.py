@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import assert_never
 
 import z3
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.atoms import Spaces, SubjectSpace, Vector, atoms_of
 from hdrpolicy.budget import MODEL, NODE, QUERY, Budget, BudgetSpent
 from hdrpolicy.evaluate import Headers
@@ -92,7 +93,7 @@ class Reasoner:
                 z3.Bool(f"a{n}_{k}", self.ctx) for k in range(len(space.atoms))
             ]
             facts = self.facts[key] = []
-            if space.subject.kind is not ir.SubjectKind.HEADER:
+            if space.subject.is_pseudo:  # always sent
                 facts.append(present)
             if atoms:
                 facts.append(z3.Implies(z3.Not(present), z3.And(*[z3.Not(a) for a in atoms])))
@@ -145,21 +146,28 @@ class Reasoner:
     # -- formulas -----------------------------------------------------------------
 
     def condition(self, cond: ir.Condition) -> z3.BoolRef:
-        if isinstance(cond, ir.Compare):
-            return self.compare(cond)
-        if isinstance(cond, ir.Not):
-            return z3.Not(self.condition(cond.operand))
-        parts = [self.condition(op) for op in cond.operands]
-        return z3.And(*parts) if isinstance(cond, ir.And) else z3.Or(*parts)
+        match cond:
+            case ir.Compare():
+                return self.compare(cond)
+            case ir.Not():
+                return z3.Not(self.condition(cond.operand))
+            case ir.And():
+                return z3.And(*[self.condition(op) for op in cond.operands])
+            case ir.Or():
+                return z3.Or(*[self.condition(op) for op in cond.operands])
+            case _:
+                assert_never(cond)
 
     def compare(self, cmp: ir.Compare) -> z3.BoolRef:
         key = cmp.subject.key
-        if cmp.op is ir.Op.EXISTS:
-            return self.present[key]
-        index = self.spaces.index
-        parts = [self.atoms[key][index[key, atom]] for atom in atoms_of(cmp)]
-        positive = parts[0] if len(parts) == 1 else z3.Or(*parts)
-        return z3.Not(positive) if cmp.op in ir.NEGATED_OPS else positive
+        meaning = semantics.operator(cmp.op)
+        if meaning.positive.literals is semantics.Literals.NONE:
+            positive = self.present[key]
+        else:
+            index = self.spaces.index
+            parts = [self.atoms[key][index[key, atom]] for atom in atoms_of(cmp)]
+            positive = parts[0] if len(parts) == 1 else z3.Or(*parts)
+        return positive if meaning.negation_of is None else z3.Not(positive)
 
     def compare_values(self, cmp: ir.Compare) -> frozenset[bool] | None:
         """The values one comparison can take, read off its subject's vectors (no z3).
@@ -175,7 +183,8 @@ class Reasoner:
         found = self._compare_cache.get(cache_key)
         if found is not None:
             return found
-        if cmp.op is ir.Op.EXISTS:
+        meaning = semantics.operator(cmp.op)
+        if meaning.positive.literals is semantics.Literals.NONE:
             positive = {True} if cmp.subject.is_pseudo else {True, False}
         else:
             index = self.spaces.index
@@ -184,7 +193,7 @@ class Reasoner:
             positive = {any(vector[n] for n in picked) for vector in space.vectors}
             if not cmp.subject.is_pseudo:
                 positive.add(False)  # the header may be missing
-        if cmp.op in ir.NEGATED_OPS:
+        if meaning.negation_of is not None:
             positive = {not v for v in positive}
         found = self._compare_cache[cache_key] = frozenset(positive)
         return found
@@ -192,8 +201,9 @@ class Reasoner:
     def fires(self, rule: ir.Rule) -> z3.BoolRef:
         if rule.condition is None:
             return z3.BoolVal(True, self.ctx)
+        assert rule.guard is not None
         cond = self.condition(rule.condition)
-        return cond if rule.guard is ir.Guard.WHEN else z3.Not(cond)
+        return z3.Not(cond) if semantics.negates(rule.guard) else cond
 
     def define(self, name: str, formula: z3.BoolRef) -> z3.BoolRef:
         """A fresh boolean equal to `formula`, so later queries stay small."""

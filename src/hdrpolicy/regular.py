@@ -19,11 +19,11 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterable
 
-import z3
-
 from hdrpolicy import resyntax
 from hdrpolicy.budget import DERIVATIVE, NODE, Budget
-from hdrpolicy.smt import MAX_CHAR
+
+# The largest character the analysis models; values beyond it are outside the model.
+MAX_CHAR = 0x2FFFF
 
 Intervals = tuple[tuple[int, int], ...]
 
@@ -31,7 +31,7 @@ _EMPTY, _EPS, _CHARS, _CAT, _STAR, _OR, _AND, _NOT, _LOOP = range(9)
 
 
 class Unsupported(Exception):
-    """A z3 regex this module does not model; the caller treats the atom as opaque."""
+    """A pattern this module does not model; the caller treats the atom as opaque."""
 
 
 class Re:
@@ -101,15 +101,9 @@ class Algebra:
         )
         return self._mk(_CHARS, (norm,), False) if norm else self.empty
 
-    def literal(self, text: str, fold: bool = False) -> Re:
-        """The one-string language; with `fold`, ASCII letters match either case."""
-        parts = []
-        for ch in text:
-            if fold and ch.isascii() and ch.isalpha():
-                parts.append(self.chars([(ord(ch.lower()),) * 2, (ord(ch.upper()),) * 2]))
-            else:
-                parts.append(self.chars([(ord(ch), ord(ch))]))
-        return self.cat(*parts)
+    def literal(self, text: str) -> Re:
+        """The one-string language."""
+        return self.cat(*[self.chars([(ord(ch), ord(ch))]) for ch in text])
 
     def cat(self, *parts: Re) -> Re:
         out = self.eps
@@ -391,47 +385,6 @@ class Algebra:
                 out[lf, rt] = self.union(*parts)
         return out
 
-    # -- from z3 --------------------------------------------------------------------
-
-    def from_z3(self, e: z3.ExprRef) -> Re:
-        """A z3 regex (as `smt` builds them) as a term; Unsupported for anything else."""
-        kind = e.decl().kind()
-        kids = e.children()
-        if kind == z3.Z3_OP_SEQ_TO_RE:
-            return self.cat(*[self.chars([(c, c)]) for c in _codes(kids[0])])
-        if kind == z3.Z3_OP_RE_RANGE:
-            lo, hi = (_codes(k) for k in kids)
-            if len(lo) != 1 or len(hi) != 1:
-                return self.empty
-            return self.chars([(lo[0], hi[0])])
-        if kind == z3.Z3_OP_RE_FULL_CHAR_SET:
-            return self.any_char
-        if kind == z3.Z3_OP_RE_FULL_SET:
-            return self.full
-        if kind == z3.Z3_OP_RE_EMPTY_SET:
-            return self.empty
-        parts = [self.from_z3(k) for k in kids]
-        if kind == z3.Z3_OP_RE_CONCAT:
-            return self.cat(*parts)
-        if kind == z3.Z3_OP_RE_UNION:
-            return self.union(*parts)
-        if kind == z3.Z3_OP_RE_INTERSECT:
-            return self.inter(*parts)
-        if kind == z3.Z3_OP_RE_COMPLEMENT:
-            return self.compl(parts[0])
-        if kind == z3.Z3_OP_RE_DIFF:
-            return self.inter(parts[0], self.compl(parts[1]))
-        if kind == z3.Z3_OP_RE_STAR:
-            return self.star(parts[0])
-        if kind == z3.Z3_OP_RE_PLUS:
-            return self.cat(parts[0], self.star(parts[0]))
-        if kind == z3.Z3_OP_RE_OPTION:
-            return self.union(self.eps, parts[0])
-        if kind == z3.Z3_OP_RE_LOOP:
-            bounds = [int(p) for p in e.params()]
-            return self.loop(parts[0], bounds[0], bounds[1] if len(bounds) > 1 else None)
-        raise Unsupported(e.decl().name())
-
 
 # Contexts of a match: what precedes it (Start, a Word character, a Newline,
 # any Other character) and what follows it (End, or a class).
@@ -474,12 +427,6 @@ def _flat(r: Re, kind: int) -> Iterable[Re]:
         yield from r.args[0]  # type: ignore[misc]
     else:
         yield r
-
-
-def _codes(s: z3.ExprRef) -> list[int]:
-    """The code points of a z3 string literal (its printed form has its own escapes)."""
-    n = z3.simplify(z3.Length(s)).as_long()
-    return [z3.simplify(z3.StrToCode(z3.SubString(s, i, 1))).as_long() for i in range(n)]
 
 
 def _representative(ranges: list[tuple[int, int]]) -> int:

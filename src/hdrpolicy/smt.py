@@ -1,9 +1,8 @@
-"""Policies for z3: the regex translation, the request domain and witness requests.
+"""Witness requests: the analysis's chosen values as a request, made readable.
 
-`domain_regexes` says which values the plug-in can see of each subject
-(`atoms` reads them into its own regular-language terms; patterns go through
-`resyntax` and `regular` directly); `build_request` turns chosen values back
-into a request the host would hand the plug-in.
+`build_request` turns chosen values back into a request the host would hand
+the plug-in; `simplify` and `render_request` make it one a reviewer reads.
+(Which values the plug-in can see of each subject is `semantics.domain`.)
 
 Scope: requests that send each header at most once (one reading), as UTF-8.
 """
@@ -12,114 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import z3
-
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.diagnostics import Span
-from hdrpolicy.evaluate import NEVER_ENCODED, Headers, normalize
+from hdrpolicy.evaluate import Headers, normalize
 from hdrpolicy.printer import policy_string
-
-# Characters a (trimmed) header value cannot hold: controls but HTAB, and DEL.
-_FORBIDDEN = [(0x00, 0x08), (0x0A, 0x1F), (0x7F, 0x7F), (0xD800, 0xDFFF)]
-# z3's largest character; values beyond it are outside the model.
-MAX_CHAR = 0x2FFFF
-_TCHAR = "!#$%&'*+-.^_`|~"
-
-
-def string_val(text: str) -> z3.SeqRef:
-    """A z3 string literal; every non-alphanumeric is escaped (z3 parses `\\u{…}`)."""
-    return z3.StringVal(
-        "".join(c if c.isascii() and c.isalnum() else f"\\u{{{ord(c):x}}}" for c in text)
-    )
-
-
-def char_range(lo: int, hi: int) -> z3.ReRef:
-    return z3.Range(string_val(chr(lo)), string_val(chr(hi)))
-
-
-def lit_re(text: str) -> z3.ReRef:
-    return z3.Re(string_val(text))
-
-
-ANY_CHAR = z3.AllChar(z3.ReSort(z3.StringSort()))
-ANY = z3.Star(ANY_CHAR)
-EMPTY_RE = z3.Re(z3.StringVal(""))
-_SPACE = z3.Union(lit_re(" "), lit_re("\t"))
-
-
-def _no_forbidden() -> z3.ReRef:
-    bad = z3.Union(*[char_range(lo, hi) for lo, hi in _FORBIDDEN])
-    return z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(bad)))
-
-
-def _trimmed() -> z3.ReRef:
-    """Empty, or neither starting nor ending with a space or tab."""
-    edge = z3.Intersect(ANY_CHAR, z3.Complement(_SPACE))
-    return z3.Union(EMPTY_RE, edge, z3.Concat(edge, ANY, edge))
-
-
-def domain_regexes(kind: ir.SubjectKind, list_delimiter: str | None = None) -> list[z3.ReRef]:
-    """The values the plug-in judges of a subject, as regexes that must all match.
-
-    Every value is trimmed and free of control characters (others are refused);
-    method is an HTTP token, path is in normal form (others are refused), host
-    is lower case.  A value that may be a list (`list_delimiter`) is modelled
-    without the delimiter: with it, a request has several readings, which the
-    analysis does not model.  (method, path and host are always present; a
-    header may be missing.)
-    """
-    out = [z3.Intersect(_no_forbidden(), _trimmed())]
-    if list_delimiter is not None:
-        out.append(z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(lit_re(list_delimiter)))))
-    if kind is ir.SubjectKind.METHOD:
-        tchar = z3.Union(
-            char_range(ord("0"), ord("9")),
-            char_range(ord("a"), ord("z")),
-            char_range(ord("A"), ord("Z")),
-            *[lit_re(c) for c in _TCHAR],
-        )
-        out.append(z3.Plus(tchar))
-    elif kind is ir.SubjectKind.PATH:
-        out.append(_normal_path())
-    elif kind is ir.SubjectKind.HOST:
-        upper = char_range(ord("A"), ord("Z"))
-        out.append(z3.Star(z3.Intersect(ANY_CHAR, z3.Complement(upper))))
-    return out
-
-
-def _normal_path() -> z3.ReRef:
-    """`evaluate.path_in_normal_form` as a regex (the query is already cut off)."""
-    hex_digit = z3.Union(char_range(ord("0"), ord("9")), char_range(ord("A"), ord("F")))
-    never = z3.Union(*[lit_re(f"%{c:02X}") for c in sorted(NEVER_ENCODED)])
-    escape = z3.Intersect(z3.Concat(lit_re("%"), hex_digit, hex_digit), z3.Complement(never))
-    special = z3.Union(*[lit_re(c) for c in "?#\\%"])
-    raw = z3.Intersect(ANY_CHAR, z3.Complement(special))
-    shape = z3.Concat(lit_re("/"), z3.Star(z3.Union(raw, escape)))
-    segment_end = z3.Union(EMPTY_RE, z3.Concat(lit_re("/"), ANY), z3.Concat(lit_re(";"), ANY))
-    dots = z3.Concat(ANY, z3.Union(lit_re("/."), lit_re("/..")), segment_end)
-    double = z3.Concat(ANY, lit_re("//"), ANY)
-    return z3.Intersect(shape, z3.Complement(dots), z3.Complement(double))
+from hdrpolicy.semantics import PSEUDO_ORDER
 
 
 def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
     """The request in which each subject has the value given (None: a missing header)."""
     headers: Headers = []
-    pseudo = {
-        ir.SubjectKind.METHOD: "GET",
-        ir.SubjectKind.PATH: "/",
-        ir.SubjectKind.HOST: "example.com",
-    }
     found: dict[ir.SubjectKind, str] = {}
     extra: Headers = []
     for subject, text in values:
         if text is None:
             continue
-        if subject.kind is ir.SubjectKind.HEADER:
-            extra.append((subject.host_name.encode(), text.encode()))
-        else:
+        if subject.is_pseudo:
             found[subject.kind] = text
-    for kind in (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST):
-        text = found.get(kind, pseudo[kind])
+        else:
+            extra.append((subject.host_name.encode(), text.encode()))
+    for kind in PSEUDO_ORDER:
+        plain = semantics.subject(kind).plain
+        assert plain is not None, kind
+        text = found.get(kind, plain)
         subject = ir.Subject(kind=kind, span=_NO_SPAN)
         raw = text.encode()
         if normalize(subject, raw) != raw:
@@ -136,7 +50,16 @@ def response_key(response: ir.Response | None) -> tuple[object, ...]:
 
 
 # What a witness's method, path and host become when the finding does not need them.
-PLAIN_REQUEST = {b":method": b"GET", b":path": b"/", b":authority": b"example.com"}
+def _plain_request() -> dict[bytes, bytes]:
+    out = {}
+    for kind in PSEUDO_ORDER:
+        meaning = semantics.subject(kind)
+        assert meaning.host_name is not None and meaning.plain is not None, kind
+        out[meaning.host_name.encode()] = meaning.plain.encode()
+    return out
+
+
+PLAIN_REQUEST = _plain_request()
 # Methods a reader recognises, tried in this order when the finding needs another.
 READABLE_METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS")
 # A header value tried in place of an empty one.

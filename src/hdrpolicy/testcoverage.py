@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hdrpolicy import ir
+from hdrpolicy import ir, semantics
 from hdrpolicy.codec import Protocol, deliver
 from hdrpolicy.evaluate import CompareTrace, evaluate, fires, readings
 from hdrpolicy.fmt import condition_text
@@ -102,12 +102,13 @@ class PolicyCoverage:
                 # Earlier rules decide every case: its sides say nothing more.
                 out.append({"line": line, "kind": "condition", "what": "is reached by no case"})
                 continue
-            if r.rule.condition is not None:
+            if r.rule.guard is not None:
+                # The side of the condition that makes the rule fire.
+                firing = "false" if semantics.negates(r.rule.guard) else "true"
                 for side in r.condition.missing:
                     what = (
-                        "never fires (its condition is never "
-                        f"{'true' if r.rule.guard is ir.Guard.WHEN else 'false'})"
-                        if (side == "true") == (r.rule.guard is ir.Guard.WHEN)
+                        f"never fires (its condition is never {firing})"
+                        if side == firing
                         else "is never passed over (every case that reaches it is decided by it)"
                     )
                     out.append({"line": line, "kind": "condition", "what": what})
@@ -177,8 +178,9 @@ def measure(path: str, tests: str, policy: ir.Policy, cases: list[Case]) -> Poli
                 fired = fires(r.rule, values, seen)
                 for trace in seen:
                     by_compare[id(trace.compare)].sides.see(trace.result)
-                if r.rule.condition is not None:
-                    r.condition.see(fired == (r.rule.guard is ir.Guard.WHEN))
+                if r.rule.guard is not None:
+                    # The condition's value: `fires` is its own inverse.
+                    r.condition.see(semantics.fires(r.rule.guard, fired))
                 if fired:
                     break
     return coverage
