@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 import time
 
-from hdrpolicy.analysis import analyse
-from hdrpolicy.budget import Budget
+from hdrpolicy.analysis.budget import Budget
+from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source
 
 
 def generated(n: int) -> str:

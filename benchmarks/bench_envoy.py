@@ -40,9 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hdrpolicy.build import build
-from hdrpolicy.compiler import compile_policy
-from hdrpolicy.toolchains import GO
+from hdrpolicy.backend.build import build
+from hdrpolicy.backend.compiler import compile_policy
+from hdrpolicy.backend.toolchains import GO
 
 REPO = Path(__file__).resolve().parents[1]
 HAND_WRITTEN = Path(__file__).parent / "handwritten" / "main.go"

@@ -14,10 +14,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hdrpolicy.build import build
-from hdrpolicy.compiler import compile_policy
-from hdrpolicy.host import _payload, driver
-from hdrpolicy.toolchains import GO
+from hdrpolicy.backend.build import build
+from hdrpolicy.backend.compiler import compile_policy
+from hdrpolicy.backend.host import _payload, driver
+from hdrpolicy.backend.toolchains import GO
 
 REPO = Path(__file__).resolve().parents[1]
 

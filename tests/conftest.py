@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hdrpolicy.compiler import CompileResult, compile_policy
-from hdrpolicy.host import driver
-from hdrpolicy.toolchains import GO, Toolchain
+from hdrpolicy.backend.compiler import CompileResult, compile_policy
+from hdrpolicy.backend.host import driver
+from hdrpolicy.backend.toolchains import GO, Toolchain
 
 # The session-wide OCI registry fixture (`registry`).
 pytest_plugins = ["conftest_registry"]

@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdrpolicy import ir
-from hdrpolicy.compiler import cached_wasm
+from hdrpolicy.backend.compiler import cached_wasm
+from hdrpolicy.backend.toolchains import GO
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.echo import EchoServer
-from hdrpolicy.envoy import Envoy, Plugin, Upstream, bootstrap
-from hdrpolicy.pipeline import Checked, check_source
-from hdrpolicy.toolchains import GO
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import Checked, check_source
+from hdrpolicy.proxy.echo import EchoServer
+from hdrpolicy.proxy.envoy import Envoy, Plugin, Upstream, bootstrap
 
 
 def checked_text(text: str, name: str = "policy") -> Checked:

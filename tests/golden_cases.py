@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hdrpolicy.emit import emit
-from hdrpolicy.pipeline import check_file
-from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
+from hdrpolicy.backend.emit import emit
+from hdrpolicy.backend.toolchains import TOOLCHAINS, ToolchainName
+from hdrpolicy.frontend.pipeline import check_file
 
 GOLDEN = Path(__file__).parent / "golden"
 INPUTS = {"policy.hp", "toolchain"}

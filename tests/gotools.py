@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from hdrpolicy.build import find_go
+from hdrpolicy.backend.build import find_go
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

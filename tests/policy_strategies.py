@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from hdrpolicy import ir, semantics
-from hdrpolicy.checker import NO_BODY_STATUSES
+from hdrpolicy import semantics
 from hdrpolicy.diagnostics import Span
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.checker import NO_BODY_STATUSES
 
 SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)
 

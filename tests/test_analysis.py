@@ -11,14 +11,15 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hdrpolicy import ir, resyntax
-from hdrpolicy.analysis import analyse
-from hdrpolicy.budget import DEFAULT_STEPS
+from hdrpolicy.analysis import resyntax
+from hdrpolicy.analysis.budget import DEFAULT_STEPS
+from hdrpolicy.analysis.findings import analyse
+from hdrpolicy.analysis.regular import Algebra, Re, Unsupported
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source
 from hdrpolicy.evaluate import Decision, evaluate, fires
-from hdrpolicy.goregexp import go_regex_error
-from hdrpolicy.pipeline import check_source
-from hdrpolicy.regular import Algebra, Re, Unsupported
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.goregexp import go_regex_error
+from hdrpolicy.frontend.pipeline import check_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "policies"

@@ -16,12 +16,12 @@ from pathlib import Path
 from types import ModuleType
 
 from conftest import EXAMPLES, REPO, hdrpolicy
-from hdrpolicy import ir
-from hdrpolicy.analysis import analyse
-from hdrpolicy.budget import Budget
+from hdrpolicy.analysis.budget import Budget
+from hdrpolicy.analysis.diff import diff_policies
+from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.diff import diff_policies
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import check_source
 
 # How far past its ceiling an analysis may end (one solver call, process noise).
 SLACK_S = 3.0

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import compile_text
-from hdrpolicy.host import run_plugin
+from hdrpolicy.backend.host import run_plugin
 from hdrpolicy.printer import policy_string
 
 # Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.

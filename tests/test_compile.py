@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, compile_text, hdrpolicy
-from hdrpolicy import compiler
-from hdrpolicy.build import BuildError
-from hdrpolicy.compiler import compile_policy
+from hdrpolicy.backend import compiler
+from hdrpolicy.backend.build import BuildError
+from hdrpolicy.backend.compiler import compile_policy
+from hdrpolicy.backend.toolchains import GO, TINYGO
 from hdrpolicy.files import staging_dir
-from hdrpolicy.toolchains import GO, TINYGO
 
 TUTORIAL = (EXAMPLES / "header-authorization.hp").read_text()
 
@@ -200,8 +200,8 @@ _KILLED_COMPILE = """
 import os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from hdrpolicy import compiler
-from hdrpolicy.toolchains import GO
+from hdrpolicy.backend import compiler
+from hdrpolicy.backend.toolchains import GO
 from test_compile import _fake_build
 
 out, when = Path(sys.argv[1]), sys.argv[2]

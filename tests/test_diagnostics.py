@@ -16,7 +16,7 @@ import hdrpolicy
 from hdrpolicy.codes import README_BEGIN, README_END, Code, markdown_table, with_table
 from hdrpolicy.codes import main as codes_main
 from hdrpolicy.diagnostics import Severity, render_text
-from hdrpolicy.pipeline import check_file
+from hdrpolicy.frontend.pipeline import check_file
 
 CASES_DIR = Path(__file__).parent / "diagnostics"
 CASES = sorted(CASES_DIR.glob("*.hp"))

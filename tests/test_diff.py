@@ -8,10 +8,16 @@ from pathlib import Path
 
 from hypothesis import given, settings
 
-from hdrpolicy import ir
+from hdrpolicy.analysis.diff import (
+    diff_policies,
+    load_policy,
+    render_json,
+    render_markdown,
+    render_text,
+)
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.diff import diff_policies, load_policy, render_json, render_markdown, render_text
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import check_source
 from policy_strategies import policies
 
 TUTORIAL = 'deny 403 "Forbidden by ASM Wasm Plugin" unless header allow == "true"\n'

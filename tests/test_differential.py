@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import compile_text
+from hdrpolicy.backend.emit import emit
+from hdrpolicy.backend.host import run_native, run_plugin
+from hdrpolicy.backend.toolchains import TINYGO
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.emit import emit
 from hdrpolicy.evaluate import Headers, evaluate
-from hdrpolicy.host import run_native, run_plugin
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.printer import policy_string
 from hdrpolicy.runner import agreement
-from hdrpolicy.toolchains import TINYGO
 
 # Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("emulator")]

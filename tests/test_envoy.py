@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
-from hdrpolicy import clients
 from hdrpolicy.codec import Protocol, SentRequest
-from hdrpolicy.echo import TOKEN_HEADER, EchoServer
-from hdrpolicy.envoy import ENVOY_ENV, Envoy, find_envoy
+from hdrpolicy.proxy import clients
+from hdrpolicy.proxy.echo import TOKEN_HEADER, EchoServer
+from hdrpolicy.proxy.envoy import ENVOY_ENV, Envoy, find_envoy
 
 # Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
 pytestmark = pytest.mark.slow

@@ -17,10 +17,10 @@ import random
 import pytest
 
 from envoy_support import checked_text, envoy_with, policy_of, wasm_of
-from hdrpolicy import clients
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.evaluate import evaluate
 from hdrpolicy.printer import policy_string
+from hdrpolicy.proxy import clients
 from hdrpolicy.runner import describe_response, envoy_agreement
 from policy_strategies import HEADER_NAMES, PATTERNS
 

@@ -17,8 +17,9 @@ from urllib.parse import unquote
 import pytest
 
 from envoy_support import Proxy, checked_text, envoy_with, wasm_of
-from hdrpolicy import clients, codec
+from hdrpolicy import codec
 from hdrpolicy.codec import Protocol, SentRequest
+from hdrpolicy.proxy import clients
 
 # Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
 pytestmark = pytest.mark.slow

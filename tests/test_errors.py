@@ -11,9 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 import hdrpolicy
-from hdrpolicy import build, cli, compiler, envoy, manifests, oci, push
+from hdrpolicy import cli
+from hdrpolicy.backend import build, compiler
 from hdrpolicy.errors import HdrpolicyError
-from hdrpolicy.redact import MASK
+from hdrpolicy.proxy import envoy
+from hdrpolicy.shipping import manifests, oci, push
+from hdrpolicy.shipping.redact import MASK
 
 PACKAGE = Path(hdrpolicy.__file__).parent
 # Control flow inside a stage, never shown to a user.

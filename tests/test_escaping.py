@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from conftest import EXAMPLES, hdrpolicy
 from gotools import build_tool, go_scan, yaml_documents
-from hdrpolicy import manifests as m
+from hdrpolicy.backend.golit import go_comment_text, go_string
 from hdrpolicy.escape import visible_line
-from hdrpolicy.golit import go_comment_text, go_string
+from hdrpolicy.shipping import manifests as m
 
 # Starts Envoy or builds Go programs: `scripts/test --fast` skips it.
 pytestmark = pytest.mark.slow

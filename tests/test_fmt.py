@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from hdrpolicy import ir
 from hdrpolicy.diagnostics import Source, has_errors
 from hdrpolicy.fmt import check_formatted, format_file, format_policy, format_source
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import check_source
 from policy_strategies import policies
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"

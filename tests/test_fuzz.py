@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from hdrpolicy.cli import app
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.fmt import format_policy, format_source
-from hdrpolicy.parser import TERMINAL_WORDS
-from hdrpolicy.pipeline import Checked, check_file, check_source
+from hdrpolicy.frontend.parser import TERMINAL_WORDS
+from hdrpolicy.frontend.pipeline import Checked, check_file, check_source
 from policy_strategies import policies
 
 REPO = Path(__file__).resolve().parents[1]

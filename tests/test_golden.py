@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from golden_cases import GOLDEN, cases, emitted, expected, toolchain_of
-from hdrpolicy.build import ToolchainMissing, build, find_go
-from hdrpolicy.toolchains import TOOLCHAINS, Emulator
+from hdrpolicy.backend.build import ToolchainMissing, build, find_go
+from hdrpolicy.backend.toolchains import TOOLCHAINS, Emulator
 
 CASES = cases()
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hdrpolicy.build import find_go
-from hdrpolicy.golit import go_comment_text, go_string
+from hdrpolicy.backend.build import find_go
+from hdrpolicy.backend.golit import go_comment_text, go_string
 
 # Builds with Go, runs the emulator or installs packages: `scripts/test --fast` skips it.
 pytestmark = pytest.mark.slow

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hdrpolicy import explain, ir, limits
+from hdrpolicy import explain
 from hdrpolicy.cli import app
 from hdrpolicy.codec import Protocol
 from hdrpolicy.diagnostics import Source, did_you_mean, render_text
 from hdrpolicy.evaluate import evaluate
 from hdrpolicy.fmt import format_source
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir, limits
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.policytests import Case, Expectation
 from hdrpolicy.runner import CaseResult, PolicyReport, Run
 from hdrpolicy.runner import render_text as render_report

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from conftest import REPO
-from hdrpolicy import emit, parser
 from hdrpolicy.assets import asset
+from hdrpolicy.backend import emit
+from hdrpolicy.frontend import parser
 
 
 def test_the_checkout_reads_its_top_level_directories() -> None:

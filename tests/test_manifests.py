@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import EXAMPLES, hdrpolicy
-from hdrpolicy import manifests as m
-from hdrpolicy.envoy import EnvoyError, Upstream
+from hdrpolicy.proxy.envoy import EnvoyError, Upstream
+from hdrpolicy.shipping import manifests as m
 from registry import crd_schema
 
 ISTIO_CRD = "istio-wasmplugin-crd.yaml"

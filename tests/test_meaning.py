@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import compile_text
-from hdrpolicy import ir
+from hdrpolicy.backend.host import run_plugin
 from hdrpolicy.codec import JOINED_HEADERS, Protocol, SentRequest, deliver, rejected
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import evaluate, path_in_normal_form
-from hdrpolicy.host import run_plugin
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.runner import agreement
 
 H1, H2 = Protocol.HTTP1, Protocol.HTTP2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hdrpolicy import oci
+from hdrpolicy.shipping import oci
 from registry import skopeo
 
 WASM = b"\x00asm\x01\x00\x00\x00" + bytes(range(256)) * 4

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
-from hdrpolicy import ir
 from hdrpolicy.diagnostics import Source, render_text
 from hdrpolicy.evaluate import Headers, evaluate
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.policytests import load
 
 TESTFILES = Path(__file__).parent / "testfiles"

@@ -14,8 +14,8 @@ import pytest
 import requests
 import yaml
 
-from hdrpolicy import manifests, oci
-from hdrpolicy.push import (
+from hdrpolicy.shipping import manifests, oci
+from hdrpolicy.shipping.push import (
     ENV_PASSWORD,
     ENV_USERNAME,
     Credentials,

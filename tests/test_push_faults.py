@@ -19,9 +19,15 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
-from hdrpolicy import oci
-from hdrpolicy.push import ENV_PASSWORD, ENV_USERNAME, Credentials, _Registry, parse_reference
-from hdrpolicy.redact import hold, hold_credentials, redact
+from hdrpolicy.shipping import oci
+from hdrpolicy.shipping.push import (
+    ENV_PASSWORD,
+    ENV_USERNAME,
+    Credentials,
+    _Registry,
+    parse_reference,
+)
+from hdrpolicy.shipping.redact import hold, hold_credentials, redact
 
 USER = "alice"
 PASSWORD = "S3cr3tPassw0rd"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from hdrpolicy import ir
-from hdrpolicy.build import BuildError, build, find_go
+from hdrpolicy.backend.build import BuildError, build, find_go
+from hdrpolicy.backend.emit import emit
+from hdrpolicy.backend.host import run_plugin
+from hdrpolicy.backend.toolchains import GO
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.emit import emit
-from hdrpolicy.goregexp import go_regex_error
-from hdrpolicy.host import run_plugin
-from hdrpolicy.pipeline import check_source
-from hdrpolicy.toolchains import GO
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.goregexp import go_regex_error
+from hdrpolicy.frontend.pipeline import check_source
 
 # 1,000 nested groups: Go's parse tree would be 1,001 deep (its limit is 1,000).
 DEEP = "(" * 1000 + "a" + ")" * 1000

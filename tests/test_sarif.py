@@ -8,10 +8,10 @@ from typing import Any
 
 import jsonschema
 
-from hdrpolicy.analysis import analyse
+from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.codes import Code
 from hdrpolicy.diagnostics import Diagnostic, Source
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.sarif import render_sarif, to_sarif
 
 

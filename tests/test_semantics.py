@@ -17,20 +17,21 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import compile_text
-from hdrpolicy import ir, semantics
-from hdrpolicy.atoms import atoms_of
+from hdrpolicy import semantics
+from hdrpolicy.analysis.atoms import atoms_of
+from hdrpolicy.analysis.regular import MAX_CHAR, Algebra, Re, Unsupported
+from hdrpolicy.analysis.smt import build_request
+from hdrpolicy.backend.emit import _environment
+from hdrpolicy.backend.host import run_plugin
 from hdrpolicy.codec import Protocol, SentRequest, deliver, rejected
 from hdrpolicy.diagnostics import Source, Span
-from hdrpolicy.emit import _environment
 from hdrpolicy.evaluate import Headers, compare, evaluate, readings, refusal
 from hdrpolicy.fmt import compare_text
-from hdrpolicy.goregexp import go_regex_error
-from hdrpolicy.host import run_plugin
-from hdrpolicy.pipeline import check_source
-from hdrpolicy.regular import MAX_CHAR, Algebra, Re, Unsupported
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.goregexp import go_regex_error
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.runner import agreement
 from hdrpolicy.semantics import Literals, list_delimiter
-from hdrpolicy.smt import build_request
 
 ROOT = Path(__file__).resolve().parent.parent
 SPAN = Span(line=1, column=1, end_line=1, end_column=1, start=0, end=0)

@@ -9,11 +9,11 @@ from pathlib import Path
 import jsonschema
 
 from conftest import hdrpolicy
-from hdrpolicy import suppress
-from hdrpolicy.analysis import analyse
+from hdrpolicy.analysis import suppress
+from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.fmt import format_file
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.sarif import to_sarif
 
 POLICY = """\

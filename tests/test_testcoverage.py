@@ -10,7 +10,7 @@ import pytest
 from conftest import EXAMPLES, hdrpolicy
 from hdrpolicy import policytests
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.policytests import load
 from hdrpolicy.testcoverage import PolicyCoverage, measure, render_text, to_json
 

@@ -10,8 +10,8 @@ import pytest
 
 import hdrpolicy
 from conftest import REPO
-from hdrpolicy.build import ToolchainMissing, find_compiler
-from hdrpolicy.toolchains import GO, TINYGO, TOOLCHAINS, Emulator
+from hdrpolicy.backend.build import ToolchainMissing, find_compiler
+from hdrpolicy.backend.toolchains import GO, TINYGO, TOOLCHAINS, Emulator
 
 PACKAGE = Path(hdrpolicy.__file__).parent
 

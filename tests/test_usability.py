@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
-from hdrpolicy import cli, oci
+from hdrpolicy import cli
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import evaluate
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.policytests import DEFAULT_HOST, DEFAULT_METHOD, DEFAULT_PATH, Expectation
-from hdrpolicy.push import ErrorKind, PushError, parse_reference, tag_given
 from hdrpolicy.runner import meets
+from hdrpolicy.shipping import oci
+from hdrpolicy.shipping.push import ErrorKind, PushError, parse_reference, tag_given
 from registry import Registry, skopeo
 
 TUTORIAL = str(EXAMPLES / "header-authorization.hp")

@@ -15,9 +15,10 @@ from typer.core import TyperGroup
 # Only what `fmt` and `check` need is imported here: the pre-commit hooks run
 # them on every commit.  Everything else (z3, oras, requests, jsonschema, the
 # Go build, Docker) is imported inside the command that uses it.
-from hdrpolicy import __version__, envoy, suppress
-from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS
-from hdrpolicy.checker import is_token
+from hdrpolicy import __version__
+from hdrpolicy.analysis import suppress
+from hdrpolicy.analysis.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS
+from hdrpolicy.backend.toolchains import TOOLCHAINS, ToolchainName
 from hdrpolicy.diagnostics import (
     Diagnostic,
     Severity,
@@ -30,10 +31,11 @@ from hdrpolicy.diagnostics import (
 from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.files import write_atomically
 from hdrpolicy.fmt import format_file, format_stdin
-from hdrpolicy.manifests import ManifestError, Phase
-from hdrpolicy.pipeline import Checked, check_file
-from hdrpolicy.redact import redact
-from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
+from hdrpolicy.frontend.checker import is_token
+from hdrpolicy.frontend.pipeline import Checked, check_file
+from hdrpolicy.proxy import envoy
+from hdrpolicy.shipping.manifests import ManifestError, Phase
+from hdrpolicy.shipping.redact import redact
 
 # Exit statuses.
 OK, FAILED, INVALID, SKIPPED_BUILD = 0, 1, 2, 3
@@ -192,7 +194,7 @@ def _analysed(checked: Checked, steps: int, ceiling_ms: int, strict: bool) -> Ch
         return checked
     suppressions, findings = suppress.collect(checked.source, checked.policy)
     if steps > 0 and ceiling_ms > 0:
-        from hdrpolicy.analysis import analyse, is_stop  # z3: only when the analysis runs
+        from hdrpolicy.analysis.findings import analyse, is_stop  # z3: only when the analysis runs
 
         found = analyse(checked.policy, checked.source, steps, ceiling_ms)
         complete = not any(is_stop(d) for d in found)
@@ -336,7 +338,7 @@ def diff_command(
     Exit 0 when equivalent, 1 when behaviour changes, 2 when a policy is
     invalid or the comparison could not be finished (it says why).
     """
-    from hdrpolicy import diff
+    from hdrpolicy.analysis import diff
 
     loaded = []
     for spec in (old, new):
@@ -432,10 +434,10 @@ def compile_command(
     ] = None,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
-    from hdrpolicy.build import BuildError
-    from hdrpolicy.compiler import SwitchFailed, compile_policy
-    from hdrpolicy.manifests import DeployOptions, TargetRef
-    from hdrpolicy.push import parse_reference
+    from hdrpolicy.backend.build import BuildError
+    from hdrpolicy.backend.compiler import SwitchFailed, compile_policy
+    from hdrpolicy.shipping.manifests import DeployOptions, TargetRef
+    from hdrpolicy.shipping.push import parse_reference
 
     if docker and push is None:
         raise HdrpolicyError("--docker goes with --push REF")
@@ -538,8 +540,8 @@ def _refuse_ignored_options(ctx: typer.Context, *, no_build: bool, push: bool) -
 
 def _docker_push(out: Path, ref: str) -> None:
     """Build the generated Dockerfile with a Docker engine, push it, pin the manifests."""
-    from hdrpolicy.manifests import pin_manifests
-    from hdrpolicy.oci import docker_build_and_push
+    from hdrpolicy.shipping.manifests import pin_manifests
+    from hdrpolicy.shipping.oci import docker_build_and_push
 
     _progress(f"building and pushing {ref} with Docker")
     digest = docker_build_and_push(out, ref)
@@ -577,9 +579,9 @@ def _push(
     force: bool,
 ) -> None:
     """Push DIR/oci to REF, verify it, and pin the manifests to the digest."""
-    from hdrpolicy.compiler import OCI
-    from hdrpolicy.manifests import pin_manifests
-    from hdrpolicy.push import parse_reference, push_layout, tag_given
+    from hdrpolicy.backend.compiler import OCI
+    from hdrpolicy.shipping.manifests import pin_manifests
+    from hdrpolicy.shipping.push import parse_reference, push_layout, tag_given
 
     # The reference is checked first: a refused one may hold credentials.
     target = parse_reference(ref)
@@ -613,7 +615,7 @@ def push_command(
     force: Force = False,
 ) -> None:
     """Push DIR/oci to REF, print its digest, and pin DIR's manifests to it."""
-    from hdrpolicy.compiler import OCI
+    from hdrpolicy.backend.compiler import OCI
 
     if not (directory / OCI).is_dir():
         raise HdrpolicyError(_why_no_image(directory))
@@ -803,7 +805,7 @@ def run_command(
     ),
 ) -> None:
     """Serve POLICY in a real Envoy in front of UPSTREAM until Ctrl-C."""
-    from hdrpolicy.serve import ServeOptions, serve
+    from hdrpolicy.proxy.serve import ServeOptions, serve
 
     checked = _read_checked(policy)
     if checked is None:

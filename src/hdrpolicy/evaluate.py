@@ -13,8 +13,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from hdrpolicy import ir, semantics
-from hdrpolicy.ir import DEFAULT_CONTENT_TYPE, MAX_READINGS
+from hdrpolicy import semantics
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.ir import DEFAULT_CONTENT_TYPE, MAX_READINGS
 from hdrpolicy.semantics import Literals, fold, list_delimiter
 
 Headers = list[tuple[bytes, bytes]]

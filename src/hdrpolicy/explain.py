@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hdrpolicy import ir
 from hdrpolicy.diagnostics import Source, visible
 from hdrpolicy.evaluate import CompareTrace, Decision, RuleTrace
+from hdrpolicy.frontend import ir
 
 
 def _show(value: bytes | None) -> str:

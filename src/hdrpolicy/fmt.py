@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import assert_never
 
-from hdrpolicy import ir, semantics
+from hdrpolicy import semantics
 from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, visible
-from hdrpolicy.pipeline import check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.printer import policy_string
 from hdrpolicy.semantics import Literals
 

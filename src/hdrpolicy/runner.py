@@ -19,20 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hdrpolicy import clients, explain
-from hdrpolicy.build import BuildError, Progress
-from hdrpolicy.clients import Response
+from hdrpolicy import explain
+from hdrpolicy.backend.build import BuildError, Progress
+from hdrpolicy.backend.compiler import cached_wasm
+from hdrpolicy.backend.emit import emit
+from hdrpolicy.backend.host import HostResult, run_native, run_plugin
+from hdrpolicy.backend.toolchains import GO, Emulator, Toolchain
 from hdrpolicy.codec import Protocol, SentRequest, deliver
-from hdrpolicy.compiler import cached_wasm
 from hdrpolicy.diagnostics import Diagnostic, visible
-from hdrpolicy.echo import TOKEN_HEADER, EchoServer
-from hdrpolicy.emit import emit
-from hdrpolicy.envoy import Envoy, Plugin, Upstream, bootstrap
 from hdrpolicy.evaluate import Decision, evaluate
-from hdrpolicy.host import HostResult, run_native, run_plugin
-from hdrpolicy.pipeline import Checked
+from hdrpolicy.frontend.pipeline import Checked
 from hdrpolicy.policytests import Case, Expectation, TestFile
-from hdrpolicy.toolchains import GO, Emulator, Toolchain
+from hdrpolicy.proxy import clients
+from hdrpolicy.proxy.clients import Response
+from hdrpolicy.proxy.echo import TOKEN_HEADER, EchoServer
+from hdrpolicy.proxy.envoy import Envoy, Plugin, Upstream, bootstrap
 
 COMPILER_BUG = "the compiled plug-in disagrees with the reference evaluator: this is a compiler bug"
 NATIVE_NOTE = (

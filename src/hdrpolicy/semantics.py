@@ -19,14 +19,15 @@ from enum import Enum
 from functools import cache
 from typing import TYPE_CHECKING, assert_never, overload
 
-from hdrpolicy import ir, resyntax
+from hdrpolicy.analysis import resyntax
 from hdrpolicy.codec import COMMA, JOINED_HEADERS
+from hdrpolicy.frontend import ir
 from hdrpolicy.printer import policy_string
 
 if TYPE_CHECKING:
     import re2
 
-    from hdrpolicy.regular import Algebra, Re
+    from hdrpolicy.analysis.regular import Algebra, Re
 
 # -- ASCII case ---------------------------------------------------------------------
 
@@ -162,7 +163,7 @@ def _literal(alg: Algebra, text: str, folded: bool) -> Re:
 
 
 def _pattern_language(alg: Algebra, pattern: str, folded: bool) -> Re:
-    from hdrpolicy.regular import Unsupported
+    from hdrpolicy.analysis.regular import Unsupported
 
     node = resyntax.parse(pattern)
     if isinstance(node, resyntax.Untranslatable):

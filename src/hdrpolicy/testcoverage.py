@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hdrpolicy import ir, semantics
+from hdrpolicy import semantics
 from hdrpolicy.codec import Protocol, deliver
 from hdrpolicy.evaluate import CompareTrace, evaluate, fires, readings
 from hdrpolicy.fmt import condition_text
+from hdrpolicy.frontend import ir
 from hdrpolicy.policytests import Case
 from hdrpolicy.runner import PolicyReport
 

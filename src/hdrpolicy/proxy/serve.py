@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from types import FrameType
 
-from hdrpolicy.build import Progress
-from hdrpolicy.compiler import cached_wasm
-from hdrpolicy.envoy import DEFAULT_ADDRESS, Envoy, EnvoyError, Plugin, Upstream, bootstrap
-from hdrpolicy.pipeline import Checked
-from hdrpolicy.toolchains import GO
+from hdrpolicy.backend.build import Progress
+from hdrpolicy.backend.compiler import cached_wasm
+from hdrpolicy.backend.toolchains import GO
+from hdrpolicy.frontend.pipeline import Checked
+from hdrpolicy.proxy.envoy import DEFAULT_ADDRESS, Envoy, EnvoyError, Plugin, Upstream, bootstrap
 
 # Envoy's own log: errors only, so the terminal shows what matters; the
 # plug-in's deny log (debug) appears once turned on through the admin endpoint.

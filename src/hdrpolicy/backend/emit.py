@@ -13,12 +13,13 @@ from typing import Any, assert_never
 
 import jinja2
 
-from hdrpolicy import __version__, ir, semantics
+from hdrpolicy import __version__, semantics
 from hdrpolicy.assets import asset
+from hdrpolicy.backend.golit import go_comment_text, go_string
+from hdrpolicy.backend.toolchains import Emulator, Toolchain
 from hdrpolicy.diagnostics import Source
-from hdrpolicy.golit import go_comment_text, go_string
+from hdrpolicy.frontend import ir
 from hdrpolicy.semantics import Literals, list_delimiter
-from hdrpolicy.toolchains import Emulator, Toolchain
 
 
 @cache

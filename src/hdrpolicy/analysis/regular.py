@@ -19,8 +19,8 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterable
 
-from hdrpolicy import resyntax
-from hdrpolicy.budget import DERIVATIVE, NODE, Budget
+from hdrpolicy.analysis import resyntax
+from hdrpolicy.analysis.budget import DERIVATIVE, NODE, Budget
 
 # The largest character the analysis models; values beyond it are outside the model.
 MAX_CHAR = 0x2FFFF

@@ -21,9 +21,10 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from hdrpolicy import ir, semantics
-from hdrpolicy.budget import NODE, Budget
-from hdrpolicy.regular import Algebra, Re, Unsupported
+from hdrpolicy import semantics
+from hdrpolicy.analysis.budget import NODE, Budget
+from hdrpolicy.analysis.regular import Algebra, Re, Unsupported
+from hdrpolicy.frontend import ir
 from hdrpolicy.semantics import Literals, list_delimiter
 
 # Exploration caps per subject: past them its vectors are incomplete.

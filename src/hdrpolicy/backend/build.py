@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hdrpolicy.backend.toolchains import GO, Toolchain
 from hdrpolicy.errors import HdrpolicyError
-from hdrpolicy.toolchains import GO, Toolchain
 
 MIN_GO = (1, 24)
 Progress = Callable[[str], None]

@@ -18,14 +18,21 @@ from typing import assert_never
 
 import z3
 
-from hdrpolicy import ir, semantics
-from hdrpolicy.atoms import atoms_of
-from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS, EVALUATION, Budget, BudgetSpent
+from hdrpolicy import semantics
+from hdrpolicy.analysis.atoms import atoms_of
+from hdrpolicy.analysis.budget import (
+    DEFAULT_CEILING_MS,
+    DEFAULT_STEPS,
+    EVALUATION,
+    Budget,
+    BudgetSpent,
+)
+from hdrpolicy.analysis.reasoner import Answer, Reasoner
+from hdrpolicy.analysis.smt import render_request, response_key, simplify
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 from hdrpolicy.evaluate import Decision, Headers, evaluate, fires
 from hdrpolicy.fmt import condition_text
-from hdrpolicy.reasoner import Answer, Reasoner
-from hdrpolicy.smt import render_request, response_key, simplify
+from hdrpolicy.frontend import ir
 
 # HP404 lists at most this many denies per allow, with witnesses for the first few.
 MAX_LISTED = 10

@@ -28,10 +28,10 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from hdrpolicy.envoy import DEFAULT_ADDRESS, DEFAULT_PORT, Plugin, Upstream, bootstrap
 from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.escape import visible_line
 from hdrpolicy.files import write_atomically
+from hdrpolicy.proxy.envoy import DEFAULT_ADDRESS, DEFAULT_PORT, Plugin, Upstream, bootstrap
 
 WASMPLUGIN = "wasmplugin.yaml"
 ENVOY_EXTENSION_POLICY = "envoyextensionpolicy.yaml"

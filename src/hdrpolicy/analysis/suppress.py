@@ -24,9 +24,9 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from hdrpolicy import ir
 from hdrpolicy.codes import SUPPRESSIBLE
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
+from hdrpolicy.frontend import ir
 
 # Strings first, so a `#` inside a string is never taken for a comment (as in `fmt`).
 _TOKENS = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"|#[^\n]*')

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import re
 
-from hdrpolicy import ir, semantics
+from hdrpolicy import semantics
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
-from hdrpolicy.goregexp import go_regex_error
-from hdrpolicy.limits import (
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.goregexp import go_regex_error
+from hdrpolicy.frontend.limits import (
     MAX_COMPARISONS,
     MAX_CONDITION_DEPTH,
     MAX_PATTERN_CHARS,
     MAX_RULES,
     describe,
 )
-from hdrpolicy.lower import PolicyParts
+from hdrpolicy.frontend.lower import PolicyParts
 
 MIN_STATUS, MAX_STATUS = 200, 599
 # RFC 9110 token characters: what an HTTP field name may consist of.

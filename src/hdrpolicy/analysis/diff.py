@@ -20,14 +20,20 @@ from typing import Any
 
 import z3
 
-from hdrpolicy import ir
-from hdrpolicy.budget import DEFAULT_CEILING_MS, DEFAULT_STEPS, EVALUATION, Budget, BudgetSpent
+from hdrpolicy.analysis.budget import (
+    DEFAULT_CEILING_MS,
+    DEFAULT_STEPS,
+    EVALUATION,
+    Budget,
+    BudgetSpent,
+)
+from hdrpolicy.analysis.reasoner import Reasoner
+from hdrpolicy.analysis.smt import render_request, response_key, simplify
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import Decision, Headers, evaluate
-from hdrpolicy.pipeline import Checked, check_file, check_source
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.pipeline import Checked, check_file, check_source
 from hdrpolicy.printer import policy_string
-from hdrpolicy.reasoner import Reasoner
-from hdrpolicy.smt import render_request, response_key, simplify
 
 MAX_CHANGES = 50
 # The order changes are listed in: what a security reviewer looks for first.

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hdrpolicy import ir, semantics
+from hdrpolicy import semantics
 from hdrpolicy.diagnostics import Span
 from hdrpolicy.evaluate import Headers, normalize
+from hdrpolicy.frontend import ir
 from hdrpolicy.printer import policy_string
 from hdrpolicy.semantics import PSEUDO_ORDER
 

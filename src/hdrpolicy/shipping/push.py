@@ -46,8 +46,8 @@ import requests
 
 from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.escape import visible_line
-from hdrpolicy.oci import MANIFEST_MEDIA_TYPE, ImageError, read_image_layout
-from hdrpolicy.redact import hold, hold_credentials
+from hdrpolicy.shipping.oci import MANIFEST_MEDIA_TYPE, ImageError, read_image_layout
+from hdrpolicy.shipping.redact import hold, hold_credentials
 
 ENV_USERNAME = "HDRPOLICY_REGISTRY_USERNAME"
 ENV_PASSWORD = "HDRPOLICY_REGISTRY_PASSWORD"

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from hdrpolicy.build import BuildError, Progress, find_go, run_tool
-from hdrpolicy.cache import cache_root
+from hdrpolicy.backend.build import BuildError, Progress, find_go, run_tool
+from hdrpolicy.backend.cache import cache_root
 
 Headers = list[tuple[bytes, bytes]]
+# The emulator driver's Go sources, shipped beside this module.
+_HOST = resources.files("hdrpolicy.backend").joinpath("host")
 _SOURCES = ("main.go", "go.mod", "go.sum")
 
 
@@ -41,9 +43,7 @@ class HostResult:
 
 def driver(progress: Progress = lambda _: None) -> Path:
     """The emulator driver's binary, built on first use."""
-    files = {
-        name: resources.files("hdrpolicy").joinpath("host", name).read_bytes() for name in _SOURCES
-    }
+    files = {name: _HOST.joinpath(name).read_bytes() for name in _SOURCES}
     go = find_go()
     digest = hashlib.sha256(go.version.encode())
     for name in _SOURCES:
@@ -128,7 +128,7 @@ def run_native(
     for machines without TinyGo.
     """
     go = find_go()
-    test_file = resources.files("hdrpolicy").joinpath("host", "native_host_test.go.txt")
+    test_file = _HOST.joinpath("native_host_test.go.txt")
     with tempfile.TemporaryDirectory(prefix="hdrpolicy-native-") as tmp:
         root = Path(tmp)
         for name, data in module.items():

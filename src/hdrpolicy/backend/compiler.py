@@ -14,9 +14,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hdrpolicy.build import BuildError, Progress, ToolchainMissing, build, find_compiler
-from hdrpolicy.cache import cache_root
-from hdrpolicy.emit import emit
+from hdrpolicy.backend.build import BuildError, Progress, ToolchainMissing, build, find_compiler
+from hdrpolicy.backend.cache import cache_root
+from hdrpolicy.backend.emit import emit
+from hdrpolicy.backend.toolchains import Toolchain
 from hdrpolicy.files import (
     STAGING_MARKER,
     KeepStaging,
@@ -25,10 +26,9 @@ from hdrpolicy.files import (
     stale_staging_dirs,
     write_atomically,
 )
-from hdrpolicy.manifests import DeployOptions, PluginInfo, write_manifests
-from hdrpolicy.oci import write_image_layout
-from hdrpolicy.pipeline import Checked, check_file
-from hdrpolicy.toolchains import Toolchain
+from hdrpolicy.frontend.pipeline import Checked, check_file
+from hdrpolicy.shipping.manifests import DeployOptions, PluginInfo, write_manifests
+from hdrpolicy.shipping.oci import write_image_layout
 
 WASM = "plugin.wasm"
 OCI = "oci"

@@ -26,11 +26,12 @@ from typing import assert_never
 
 import z3
 
-from hdrpolicy import ir, semantics
-from hdrpolicy.atoms import Spaces, SubjectSpace, Vector, atoms_of
-from hdrpolicy.budget import MODEL, NODE, QUERY, Budget, BudgetSpent
+from hdrpolicy import semantics
+from hdrpolicy.analysis.atoms import Spaces, SubjectSpace, Vector, atoms_of
+from hdrpolicy.analysis.budget import MODEL, NODE, QUERY, Budget, BudgetSpent
+from hdrpolicy.analysis.smt import build_request
 from hdrpolicy.evaluate import Headers
-from hdrpolicy.smt import build_request
+from hdrpolicy.frontend import ir
 
 # A query tries at most this many models before saying "unknown".
 _MAX_REALIZE = 64

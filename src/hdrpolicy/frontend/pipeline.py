@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hdrpolicy import ir
-from hdrpolicy.checker import check
 from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, sort_key
-from hdrpolicy.lower import lower
-from hdrpolicy.parser import parse
+from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.checker import check
+from hdrpolicy.frontend.lower import lower
+from hdrpolicy.frontend.parser import parse
 
 
 @dataclass

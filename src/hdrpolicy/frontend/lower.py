@@ -12,8 +12,8 @@ from typing import Any
 from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.tree import Meta
 
-from hdrpolicy import ir
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
+from hdrpolicy.frontend import ir
 
 _ESCAPE = re.compile(r'\\(u[0-9A-Fa-f]{4}|["\\nt]|.)', re.DOTALL)
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}

@@ -24,9 +24,9 @@ from lark import (
 )
 
 from hdrpolicy.assets import asset
-from hdrpolicy.cache import cache_root
+from hdrpolicy.backend.cache import cache_root
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, did_you_mean
-from hdrpolicy.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
+from hdrpolicy.frontend.limits import MAX_RULES, MAX_SOURCE_CHARS, MAX_SYNTAX_ERRORS, describe
 
 # What each terminal is called in an error message.
 TERMINAL_WORDS: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""The exact analysis: regular languages of atoms, rule reasoning, findings, `diff`."""

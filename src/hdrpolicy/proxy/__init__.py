@@ -1,0 +1,1 @@
+"""Real Envoy: configs, starting and stopping it, raw clients and an echo upstream."""

@@ -1,0 +1,1 @@
+"""Shipping: the OCI image, pushing it, and the deployment manifests."""
