@@ -21,8 +21,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -377,6 +375,9 @@ class Envoy:
 
     def admin(self, path: str, method: str = "GET") -> str | None:
         """The admin endpoint's answer (None when it does not answer 200)."""
+        import urllib.error  # here: `fmt` and `check` import this module's constants
+        import urllib.request
+
         request = urllib.request.Request(
             f"http://{DEFAULT_ADDRESS}:{self.admin_port}{path}", method=method
         )
