@@ -15,7 +15,7 @@ import typer
 # them on every commit.  Everything else (z3, oras, requests, jsonschema, the
 # Go build, Docker) is imported inside the command that uses it.
 from hdrpolicy import __version__, envoy
-from hdrpolicy.checker import is_token
+from hdrpolicy.checker import PROXY_SET_HEADERS, is_token
 from hdrpolicy.diagnostics import (
     Diagnostic,
     Severity,
@@ -33,7 +33,7 @@ from hdrpolicy.redact import redact
 from hdrpolicy.toolchains import TOOLCHAINS, ToolchainName
 
 if TYPE_CHECKING:
-    pass
+    from hdrpolicy import rollout
 
 app = typer.Typer(
     name="hdrpolicy",
@@ -352,6 +352,29 @@ def compile_command(
         str | None,
         typer.Option(help="envoy.yaml: load the plug-in from this path instead of inline."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Never deny: count and log what the policy would deny."),
+    ] = False,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(help="Also evaluate this policy on every request, counting differences."),
+    ] = None,
+    no_metrics: Annotated[
+        bool, typer.Option("--no-metrics", help="Define and count no Envoy stats.")
+    ] = False,
+    no_filter_state: Annotated[
+        bool,
+        typer.Option("--no-filter-state", help="Put no decision into Envoy's filter state."),
+    ] = False,
+    decision_header: Annotated[
+        str | None,
+        typer.Option(help="Name the deciding rule in this response header on denies."),
+    ] = None,
+    log_values: Annotated[
+        bool,
+        typer.Option("--log-values", help="Show header values in dry-run and shadow log lines."),
+    ] = False,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     from hdrpolicy.build import BuildError
@@ -364,6 +387,9 @@ def compile_command(
         _err("error: --docker goes with --push REF")
         raise typer.Exit(FAILED)
     _refuse_ignored_options(ctx, no_build=no_build, push=push is not None)
+    rollout_options = _rollout_options(
+        dry_run, shadow, not no_metrics, not no_filter_state, decision_header, log_values
+    )
     try:
         deploy = DeployOptions(
             namespace=namespace,
@@ -389,6 +415,8 @@ def compile_command(
             build_wasm=not no_build,
             deploy=deploy,
             progress=_progress,
+            options=rollout_options,
+            shadow_path=shadow,
         )
     except (ManifestError, ImageError, PushError, envoy.EnvoyError) as exc:
         _err(f"error: {exc.message}")
@@ -406,8 +434,9 @@ def compile_command(
         _err(f"note: {note}")
     if result.checked.ok:
         _analysed(result.checked, analysis_budget_ms, strict=False)
-    _print_diagnostics([result.checked], OutputFormat.TEXT)
-    if not result.checked.ok:
+    both = [result.checked] + ([result.shadow] if result.shadow is not None else [])
+    _print_diagnostics(both, OutputFormat.TEXT)
+    if not all(c.ok for c in both):
         raise typer.Exit(FAILED)
     for name in result.removed:
         _err(f"removed stale `{out / name}`")
@@ -425,6 +454,43 @@ def compile_command(
             _docker_push(out, push)
         else:
             _push(out, push, username, password, plain_http, insecure, force)
+
+
+def _rollout_options(
+    dry_run: bool,
+    shadow: Path | None,
+    metrics: bool,
+    filter_state: bool,
+    decision_header: str | None,
+    log_values: bool,
+) -> rollout.Options:
+    """The rollout options, refusing combinations that would do nothing or mislead."""
+    from hdrpolicy import rollout
+
+    problem = None
+    if dry_run and shadow is not None:
+        problem = (
+            "--dry-run and --shadow: a shadow build enforces POLICY; to watch a policy "
+            "without enforcing anything, compile it with --dry-run alone"
+        )
+    elif dry_run and decision_header is not None:
+        problem = "--decision-header goes on denies, and a --dry-run plug-in never denies"
+    elif log_values and not dry_run and shadow is None:
+        problem = "--log-values goes with --dry-run or --shadow (their log lines)"
+    elif decision_header is not None and (
+        not is_token(decision_header) or decision_header.lower() in PROXY_SET_HEADERS
+    ):
+        problem = f"--decision-header `{decision_header}` is not a header name the plug-in can set"
+    if problem:
+        _err(f"error: {problem}")
+        raise typer.Exit(FAILED)
+    return rollout.Options(
+        rollout.Mode.DRY_RUN if dry_run else rollout.Mode.ENFORCE,
+        metrics,
+        filter_state,
+        decision_header.lower() if decision_header else None,
+        log_values,
+    )
 
 
 # What each option needs: `--no-build` writes no image and no manifests, and
