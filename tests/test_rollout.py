@@ -153,7 +153,7 @@ def test_a_shadow_build_enforces_live_and_counts_each_difference(
     build, results = run_build(live, requests, rollout.Options(), shadow)
     outcomes = [assert_agrees(build, h, r) for h, r in zip(requests, results, strict=True)]
     # The enforced response is exactly the live policy's.
-    enforce, alone = run_build(live, requests, rollout.Options())
+    _, alone = run_build(live, requests, rollout.Options())
     for with_shadow, without in zip(results, alone, strict=True):
         assert (with_shadow.status, with_shadow.body) == (without.status, without.body)
     comparisons = {o.comparison for o in outcomes}
@@ -162,7 +162,7 @@ def test_a_shadow_build_enforces_live_and_counts_each_difference(
 
 
 def test_shadow_of_the_tutorial_counts_exactly_the_allow_yes_requests_as_newly_allowed() -> None:
-    build, results = run_build(TUTORIAL, TUTORIAL_REQUESTS, rollout.Options(), YES)
+    _, results = run_build(TUTORIAL, TUTORIAL_REQUESTS, rollout.Options(), YES)
     newly = rollout.shadow_metric("header-authorization", rollout.Comparison.NEWLY_ALLOW)
     counted = [i for i, r in enumerate(results) if r.counters.get(newly)]
     # `allow: yes` alone; `yes` then `true` is denied by both (the joined reading

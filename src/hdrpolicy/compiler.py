@@ -117,7 +117,9 @@ def compile_policy(
     return result
 
 
-def rollout_build(checked: Checked, shadow: Checked | None, options: rollout.Options) -> rollout.Build:
+def rollout_build(
+    checked: Checked, shadow: Checked | None, options: rollout.Options
+) -> rollout.Build:
     """The build of checked policies: each named by its file name, as `compile` names it."""
     assert checked.policy is not None
     live = rollout.Side(checked.policy, Path(checked.source.path).name)

@@ -275,9 +275,7 @@ class _GoBuilder:
                 name("tooManyReadings"), ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY, []
             ),
             "bad_path": self.refusal(name("badPath"), ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, path),
-            "bad_value": self.refusal(
-                name("badValue"), ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []
-            ),
+            "bad_value": self.refusal(name("badValue"), ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []),
             "host_error": self.refusal(
                 name("hostError"), ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []
             ),

@@ -424,6 +424,8 @@ def envoy_bootstrap(info: PluginInfo, options: DeployOptions) -> dict[str, Any]:
         address=options.envoy_address,
         port=options.envoy_port,
         fail_open=options.fail_open,
+        access_log="/dev/stdout",
+        policy=info.name.removesuffix(DRY_RUN_SUFFIX) if info.mode == "dry-run" else info.name,
     )
     return bootstrap([plugin], options.upstream, admin_port=options.envoy_admin_port)
 

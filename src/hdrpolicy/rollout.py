@@ -111,8 +111,16 @@ class Build:
         names = []
         for side, role in sides:
             policy = side.policy
-            causes = [(True, side.location(r.span.line)) for r in policy.rules if r.action is ir.Action.ALLOW]
-            causes += [(False, side.location(r.span.line)) for r in policy.rules if r.action is ir.Action.DENY]
+            causes = [
+                (True, side.location(r.span.line))
+                for r in policy.rules
+                if r.action is ir.Action.ALLOW
+            ]
+            causes += [
+                (False, side.location(r.span.line))
+                for r in policy.rules
+                if r.action is ir.Action.DENY
+            ]
             causes += [(True, NO_RULE), (False, DEFAULT)]
             causes += [(False, refused) for refused in REFUSALS.values()]
             names += [decision_metric(policy.name, role, allowed, by) for allowed, by in causes]
@@ -225,7 +233,9 @@ def run(build: Build, headers: Headers) -> Outcome:
     if build.metrics:
         counters[decision_metric(name, build.role, live.allowed, live_by)] += 1
     if build.filter_state:
-        state[state_key(name)] = state_value(build.mode, live.allowed, live.status, live_by).encode()
+        state[state_key(name)] = state_value(
+            build.mode, live.allowed, live.status, live_by
+        ).encode()
     enforced = not live.allowed and build.mode is Mode.ENFORCE
     response_headers = live.headers
     if enforced and build.decision_header is not None:
@@ -252,6 +262,4 @@ def run(build: Build, headers: Headers) -> Outcome:
     if build.filter_state:
         value = state_value(Mode.ENFORCE, shadow.allowed, shadow.status, shadow_by)
         state[shadow_state_key(name)] = f"{comparison.value} {value}".encode()
-    return dataclasses.replace(
-        outcome, shadow=shadow, shadow_by=shadow_by, comparison=comparison
-    )
+    return dataclasses.replace(outcome, shadow=shadow, shadow_by=shadow_by, comparison=comparison)
