@@ -70,6 +70,13 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
+class Mode(StrEnum):
+    """What a build does with a deny (`compile --dry-run` builds `dry-run`)."""
+
+    ENFORCE = "enforce"
+    DRY_RUN = "dry-run"
+
+
 def _err(message: str) -> None:
     """Every message to stderr goes through here: no credential is ever printed."""
     typer.echo(redact(message), err=True)
@@ -665,17 +672,20 @@ def explain(
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text or json.")
     ] = OutputFormat.TEXT,
+    mode: Annotated[
+        Mode, typer.Option(help="enforce, or dry-run (as `compile --dry-run` builds it).")
+    ] = Mode.ENFORCE,
+    shadow: Annotated[
+        Path | None, typer.Option(help="Also decide by this policy, as `compile --shadow`.")
+    ] = None,
 ) -> None:
     """Show what the policy decides for one request, and why (rule by rule)."""
     from hdrpolicy import explain as explain_decision
-    from hdrpolicy.evaluate import evaluate
+    from hdrpolicy import rollout
+    from hdrpolicy.compiler import rollout_build
 
-    checked = _read_checked(policy)
-    if checked is None:
-        raise typer.Exit(FAILED)
-    if not checked.ok or checked.policy is None:
-        _print_diagnostics([checked], OutputFormat.TEXT)
-        raise typer.Exit(FAILED)
+    checked, shadow_checked = _read_pair(policy, shadow)
+    options = _rollout_options(mode is Mode.DRY_RUN, shadow, True, True, None, False)
     pairs: list[tuple[bytes, bytes]] = [
         (b":method", method.encode("utf-8", "surrogateescape")),
         (b":path", path.encode("utf-8", "surrogateescape")),
@@ -690,11 +700,25 @@ def explain(
         pairs.append(
             (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
         )
-    decision = evaluate(checked.policy, pairs)
+    build = rollout_build(checked, shadow_checked, options)
+    outcome = rollout.run(build, pairs)
+    sources = (checked.source, shadow_checked.source if shadow_checked else None)
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps(explain_decision.to_json(checked.source, decision), indent=2))
+        typer.echo(json.dumps(explain_decision.outcome_json(sources, outcome), indent=2))
     else:
-        typer.echo(explain_decision.render_text(checked.source, decision))
+        typer.echo(explain_decision.render_outcome(sources, outcome))
+
+
+def _read_pair(policy: Path, shadow: Path | None) -> tuple[Checked, Checked | None]:
+    """The policy and its shadow, read and checked; diagnostics and exit 1 if not clean."""
+    found = [_read_checked(p) for p in [policy] + ([shadow] if shadow else [])]
+    checked = [c for c in found if c is not None]
+    if len(checked) != len(found):
+        raise typer.Exit(FAILED)
+    if not all(c.ok and c.policy is not None for c in checked):
+        _print_diagnostics(checked, OutputFormat.TEXT)
+        raise typer.Exit(FAILED)
+    return checked[0], checked[1] if shadow else None
 
 
 def _header_option(item: str) -> tuple[str, str]:
@@ -744,6 +768,13 @@ def test_command(
         Proxy | None,
         typer.Option(help="Also run every case through this proxy over HTTP/1.1 and HTTP/2."),
     ] = None,
+    mode: Annotated[
+        Mode, typer.Option(help="Test the build `compile --dry-run` makes (dry-run).")
+    ] = Mode.ENFORCE,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(help="Test the build `compile --shadow` makes; report both decisions."),
+    ] = None,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
     from hdrpolicy import runner
@@ -754,6 +785,10 @@ def test_command(
     if tests is not None and len(policies) != 1:
         _err("error: --tests goes with exactly one policy")
         raise typer.Exit(FAILED)
+    options = _rollout_options(mode is Mode.DRY_RUN, shadow, True, True, None, False)
+    shadow_checked = None
+    if shadow is not None:
+        shadow_checked = _read_pair(shadow, None)[0]
     if proxy is Proxy.ENVOY:
         try:
             envoy.find_envoy()
@@ -773,7 +808,16 @@ def test_command(
             error = f"cannot read `{tests_file}`: {exc.strerror}"
             unreadable[i] = runner.PolicyReport(checked, None, error=error)
     try:
-        ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
+        ran = iter(
+            runner.run_all(
+                jobs,
+                _progress,
+                TOOLCHAINS[toolchain],
+                proxy is Proxy.ENVOY,
+                options,
+                shadow_checked,
+            )
+        )
     except envoy.EnvoyError as exc:
         _err(f"error: {exc.message}")
         raise typer.Exit(FAILED) from None

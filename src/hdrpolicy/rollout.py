@@ -223,6 +223,13 @@ class Outcome:
     filter_state: dict[str, bytes] = field(default_factory=dict)
 
 
+def sent(outcome: Outcome) -> Decision:
+    """What the plug-in does to the request, as a decision: allow, or the response it sends."""
+    if outcome.allowed:
+        return Decision(True)
+    return dataclasses.replace(outcome.live, headers=outcome.headers)
+
+
 def run(build: Build, headers: Headers) -> Outcome:
     """What the build's plug-in does with a request, as the host hands it over."""
     live = evaluate(build.live.policy, headers)
