@@ -9,12 +9,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hdrpolicy.backend.emit import emit
+from hdrpolicy import rollout
+from hdrpolicy.backend.compiler import emit_build, rollout_build
 from hdrpolicy.backend.toolchains import TOOLCHAINS, ToolchainName
 from hdrpolicy.frontend.pipeline import check_file
 
 GOLDEN = Path(__file__).parent / "golden"
-INPUTS = {"policy.hp", "toolchain"}
+# Inputs: the policy; optionally the toolchain's name, a policy evaluated in
+# the shadow (`compile --shadow`) and the mode (`dry-run`).
+INPUTS = {"policy.hp", "toolchain", "shadow.hp", "mode"}
 
 
 def cases() -> list[Path]:
@@ -29,7 +32,11 @@ def toolchain_of(case: Path) -> ToolchainName:
 def emitted(case: Path) -> dict[str, bytes]:
     checked = check_file(case / "policy.hp")
     assert checked.ok and checked.policy is not None, checked.diagnostics
-    return emit(checked.policy, checked.source, "policy.hp", TOOLCHAINS[toolchain_of(case)])
+    shadow = check_file(case / "shadow.hp") if (case / "shadow.hp").is_file() else None
+    mode = (case / "mode").read_text().strip() if (case / "mode").is_file() else "enforce"
+    options = rollout.Options(rollout.Mode(mode))
+    build = rollout_build(checked, shadow, options)
+    return emit_build(build, checked, shadow, TOOLCHAINS[toolchain_of(case)])
 
 
 def expected(case: Path) -> dict[str, bytes]:

@@ -7,7 +7,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -31,7 +31,7 @@ from hdrpolicy.diagnostics import (
 from hdrpolicy.errors import HdrpolicyError
 from hdrpolicy.files import write_atomically
 from hdrpolicy.fmt import format_file, format_stdin
-from hdrpolicy.frontend.checker import is_token
+from hdrpolicy.frontend.checker import PROXY_SET_HEADERS, is_token
 from hdrpolicy.frontend.pipeline import Checked, check_file
 from hdrpolicy.proxy import envoy
 from hdrpolicy.shipping.manifests import ManifestError, Phase
@@ -63,6 +63,9 @@ class _Commands(TyperGroup):
             report_error(exc)
             raise typer.Exit(FAILED) from None
 
+
+if TYPE_CHECKING:
+    from hdrpolicy import rollout
 
 app = typer.Typer(
     cls=_Commands,
@@ -115,6 +118,13 @@ Force = Annotated[bool, typer.Option("--force", help="Move a tag that names a di
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class Mode(StrEnum):
+    """What a build does with a deny (`compile --dry-run` builds `dry-run`)."""
+
+    ENFORCE = "enforce"
+    DRY_RUN = "dry-run"
 
 
 def _written(path: Path, text: str) -> bool:
@@ -432,6 +442,29 @@ def compile_command(
         str | None,
         typer.Option(help="envoy.yaml: load the plug-in from this path instead of inline."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Never deny: count and log what the policy would deny."),
+    ] = False,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(help="Also evaluate this policy on every request, counting differences."),
+    ] = None,
+    no_metrics: Annotated[
+        bool, typer.Option("--no-metrics", help="Define and count no Envoy stats.")
+    ] = False,
+    no_filter_state: Annotated[
+        bool,
+        typer.Option("--no-filter-state", help="Put no decision into Envoy's filter state."),
+    ] = False,
+    decision_header: Annotated[
+        str | None,
+        typer.Option(help="Name the deciding rule in this response header on denies."),
+    ] = None,
+    log_values: Annotated[
+        bool,
+        typer.Option("--log-values", help="Show header values in dry-run and shadow log lines."),
+    ] = False,
 ) -> None:
     """Compile a policy into DIR: Go sources, plugin.wasm, Dockerfile, OCI image, manifests."""
     from hdrpolicy.backend.build import BuildError
@@ -442,6 +475,9 @@ def compile_command(
     if docker and push is None:
         raise HdrpolicyError("--docker goes with --push REF")
     _refuse_ignored_options(ctx, no_build=no_build, push=push is not None)
+    rollout_options = _rollout_options(
+        dry_run, shadow, not no_metrics, not no_filter_state, decision_header, log_values
+    )
     try:
         deploy = DeployOptions(
             namespace=namespace,
@@ -467,6 +503,8 @@ def compile_command(
             build_wasm=not no_build,
             deploy=deploy,
             progress=_progress,
+            options=rollout_options,
+            shadow_path=shadow,
         )
     except OSError as exc:
         raise HdrpolicyError(f"{exc.strerror or exc}: `{exc.filename or policy}`") from exc
@@ -478,8 +516,9 @@ def compile_command(
         _err(f"note: {note}")
     if result.checked.ok:
         _analysed(result.checked, analysis_budget, analysis_budget_ms, strict=False)
-    _print_diagnostics([result.checked], OutputFormat.TEXT)
-    if not result.checked.ok:
+    both = [result.checked] + ([result.shadow] if result.shadow is not None else [])
+    _print_diagnostics(both, OutputFormat.TEXT)
+    if not all(c.ok for c in both):
         raise typer.Exit(FAILED)
     for name in result.removed:
         _err(f"removed stale `{out / name}`")
@@ -496,6 +535,43 @@ def compile_command(
             _docker_push(out, push)
         else:
             _push(out, push, username, password, plain_http, insecure, force)
+
+
+def _rollout_options(
+    dry_run: bool,
+    shadow: Path | None,
+    metrics: bool,
+    filter_state: bool,
+    decision_header: str | None,
+    log_values: bool,
+) -> rollout.Options:
+    """The rollout options, refusing combinations that would do nothing or mislead."""
+    from hdrpolicy import rollout
+
+    problem = None
+    if dry_run and shadow is not None:
+        problem = (
+            "--dry-run and --shadow: a shadow build enforces POLICY; to watch a policy "
+            "without enforcing anything, compile it with --dry-run alone"
+        )
+    elif dry_run and decision_header is not None:
+        problem = "--decision-header goes on denies, and a --dry-run plug-in never denies"
+    elif log_values and not dry_run and shadow is None:
+        problem = "--log-values goes with --dry-run or --shadow (their log lines)"
+    elif decision_header is not None and (
+        not is_token(decision_header) or decision_header.lower() in PROXY_SET_HEADERS
+    ):
+        problem = f"--decision-header `{decision_header}` is not a header name the plug-in can set"
+    if problem:
+        _err(f"error: {problem}")
+        raise typer.Exit(FAILED)
+    return rollout.Options(
+        rollout.Mode.DRY_RUN if dry_run else rollout.Mode.ENFORCE,
+        metrics,
+        filter_state,
+        decision_header.lower() if decision_header else None,
+        log_values,
+    )
 
 
 # What each option needs: `--no-build` writes no image and no manifests, and
@@ -656,17 +732,20 @@ def explain(
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text or json.")
     ] = OutputFormat.TEXT,
+    mode: Annotated[
+        Mode, typer.Option(help="enforce, or dry-run (as `compile --dry-run` builds it).")
+    ] = Mode.ENFORCE,
+    shadow: Annotated[
+        Path | None, typer.Option(help="Also decide by this policy, as `compile --shadow`.")
+    ] = None,
 ) -> None:
     """Show what the policy decides for one request, and why (rule by rule)."""
     from hdrpolicy import explain as explain_decision
-    from hdrpolicy.evaluate import evaluate
+    from hdrpolicy import rollout
+    from hdrpolicy.backend.compiler import rollout_build
 
-    checked = _read_checked(policy)
-    if checked is None:
-        raise typer.Exit(FAILED)
-    if not checked.ok or checked.policy is None:
-        _print_diagnostics([checked], OutputFormat.TEXT)
-        raise typer.Exit(FAILED)
+    checked, shadow_checked = _read_pair(policy, shadow)
+    options = _rollout_options(mode is Mode.DRY_RUN, shadow, True, True, None, False)
     pairs: list[tuple[bytes, bytes]] = [
         (b":method", method.encode("utf-8", "surrogateescape")),
         (b":path", path.encode("utf-8", "surrogateescape")),
@@ -680,11 +759,25 @@ def explain(
         pairs.append(
             (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
         )
-    decision = evaluate(checked.policy, pairs)
+    build = rollout_build(checked, shadow_checked, options)
+    outcome = rollout.run(build, pairs)
+    sources = (checked.source, shadow_checked.source if shadow_checked else None)
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps(explain_decision.to_json(checked.source, decision), indent=2))
+        typer.echo(json.dumps(explain_decision.outcome_json(sources, outcome), indent=2))
     else:
-        typer.echo(explain_decision.render_text(checked.source, decision))
+        typer.echo(explain_decision.render_outcome(sources, outcome))
+
+
+def _read_pair(policy: Path, shadow: Path | None) -> tuple[Checked, Checked | None]:
+    """The policy and its shadow, read and checked; diagnostics and exit 1 if not clean."""
+    found = [_read_checked(p) for p in [policy] + ([shadow] if shadow else [])]
+    checked = [c for c in found if c is not None]
+    if len(checked) != len(found):
+        raise typer.Exit(FAILED)
+    if not all(c.ok and c.policy is not None for c in checked):
+        _print_diagnostics(checked, OutputFormat.TEXT)
+        raise typer.Exit(FAILED)
+    return checked[0], checked[1] if shadow else None
 
 
 def _header_option(item: str) -> tuple[str, str]:
@@ -738,6 +831,13 @@ def test_command(
             "--coverage", help="Also report the rules and condition sides no case exercises."
         ),
     ] = False,
+    mode: Annotated[
+        Mode, typer.Option(help="Test the build `compile --dry-run` makes (dry-run).")
+    ] = Mode.ENFORCE,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(help="Test the build `compile --shadow` makes; report both decisions."),
+    ] = None,
 ) -> None:
     """Run each policy's test cases on the reference evaluator and on the compiled plugin.wasm."""
     from hdrpolicy import runner, testcoverage
@@ -747,6 +847,10 @@ def test_command(
     policies = _policy_files(policies)
     if tests is not None and len(policies) != 1:
         raise HdrpolicyError("--tests goes with exactly one policy")
+    options = _rollout_options(mode is Mode.DRY_RUN, shadow, True, True, None, False)
+    shadow_checked = None
+    if shadow is not None:
+        shadow_checked = _read_pair(shadow, None)[0]
     if proxy is Proxy.ENVOY:
         envoy.find_envoy()
     unreadable: dict[int, runner.PolicyReport] = {}
@@ -761,7 +865,16 @@ def test_command(
         except OSError as exc:
             error = f"cannot read `{tests_file}`: {exc.strerror}"
             unreadable[i] = runner.PolicyReport(checked, None, error=error)
-    ran = iter(runner.run_all(jobs, _progress, TOOLCHAINS[toolchain], proxy is Proxy.ENVOY))
+    ran = iter(
+        runner.run_all(
+            jobs,
+            _progress,
+            TOOLCHAINS[toolchain],
+            proxy is Proxy.ENVOY,
+            options,
+            shadow_checked,
+        )
+    )
     reports = [unreadable.get(i) or next(ran) for i in range(len(policies))]
     for report in reports:
         if report.error:

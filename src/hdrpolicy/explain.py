@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hdrpolicy import rollout
 from hdrpolicy.diagnostics import Source, visible
 from hdrpolicy.evaluate import CompareTrace, Decision, RuleTrace
 from hdrpolicy.frontend import ir
@@ -116,3 +117,40 @@ def to_json(source: Source, decision: Decision) -> dict[str, Any]:
             for step in decision.trace
         ],
     }
+
+
+# -- builds (`explain --mode dry-run`, `--shadow`) -------------------------------
+
+
+def render_outcome(sources: tuple[Source, Source | None], outcome: rollout.Outcome) -> str:
+    """The live decision and its trace; then what the build does, and the shadow's decision."""
+    live, shadow_source = sources
+    lines = []
+    if outcome.allowed and not outcome.live.allowed:
+        lines.append("mode: dry-run: the request goes through; the policy would deny it")
+    lines.append(render_text(live, outcome.live))
+    if outcome.shadow is not None and shadow_source is not None:
+        assert outcome.comparison is not None
+        lines.append(f"shadow {shadow_source.path}: {outcome.comparison.value}")
+        lines.extend("  " + x for x in render_text(shadow_source, outcome.shadow).splitlines())
+    return "\n".join(lines)
+
+
+def outcome_json(sources: tuple[Source, Source | None], outcome: rollout.Outcome) -> dict[str, Any]:
+    """`to_json` of the live decision, with what the build does and the shadow's decision."""
+    live, shadow_source = sources
+    out = to_json(live, outcome.live)
+    out["decided_by"] = outcome.live_by
+    out["let_through"] = outcome.allowed
+    out["shadow"] = None
+    if outcome.shadow is not None and shadow_source is not None:
+        assert outcome.comparison is not None
+        out["shadow"] = {
+            "policy": shadow_source.path,
+            "comparison": outcome.comparison.value,
+            "decided_by": outcome.shadow_by,
+            **to_json(shadow_source, outcome.shadow),
+        }
+    out["counters"] = dict(sorted(outcome.counters.items()))
+    out["filter_state"] = {k: v.decode() for k, v in sorted(outcome.filter_state.items())}
+    return out

@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hdrpolicy import explain
+from hdrpolicy import explain, rollout
 from hdrpolicy.backend.build import BuildError, Progress
-from hdrpolicy.backend.compiler import cached_wasm
-from hdrpolicy.backend.emit import emit
+from hdrpolicy.backend.compiler import cached_wasm, emit_build, rollout_build
 from hdrpolicy.backend.host import HostResult, run_native, run_plugin
 from hdrpolicy.backend.toolchains import GO, Emulator, Toolchain
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.diagnostics import Diagnostic, visible
-from hdrpolicy.evaluate import Decision, evaluate
+from hdrpolicy.evaluate import Decision
 from hdrpolicy.frontend.pipeline import Checked
 from hdrpolicy.policytests import Case, Expectation, TestFile
 from hdrpolicy.proxy import clients
@@ -55,6 +54,8 @@ class Run:
 
     protocol: Protocol
     decision: Decision
+    # What the build does with the request (its mode, its shadow): the reference.
+    outcome: rollout.Outcome | None = None
     plugin: HostResult | None = None
     # Envoy's response (None: not run through Envoy), and whether the upstream got the request.
     envoy: Response | None = None
@@ -149,6 +150,16 @@ def meets(decision: Decision, expect: Expectation) -> str | None:
     return "; ".join(problems) or None
 
 
+def build_agreement(outcome: rollout.Outcome, plugin: HostResult) -> str | None:
+    """None if the plug-in did what the build does: the response, counters and filter state."""
+    found = agreement(rollout.sent(outcome), plugin)
+    if found is None and plugin.counters != dict(outcome.counters):
+        found = f"the evaluator counts {dict(outcome.counters)}, the plug-in {plugin.counters}"
+    if found is None and plugin.state != outcome.filter_state:
+        found = f"the evaluator sets {outcome.filter_state}, the plug-in set {plugin.state}"
+    return found
+
+
 def agreement(decision: Decision, plugin: HostResult) -> str | None:
     """None if the plug-in did exactly what the evaluator decided."""
     if plugin.trap:
@@ -213,6 +224,8 @@ def envoy_agreement(
 class _Job:
     report: PolicyReport
     wasm: Path | None = None
+    build: rollout.Build | None = None
+    shadow: Checked | None = None
 
 
 class EnvoyProxy:
@@ -251,12 +264,20 @@ def run_all(
     progress: Progress = lambda _: None,
     toolchain: Toolchain = GO,
     proxy: bool = False,
+    options: rollout.Options | None = None,
+    shadow: Checked | None = None,
 ) -> list[PolicyReport]:
     """Run every policy's cases; with `proxy`, also through one real Envoy for all policies.
 
-    Raises EnvoyError if Envoy is missing or does not start.
+    `options` and `shadow` make the build (`compile --dry-run`, `--shadow`):
+    the cases' expectations are the policy's decisions, and every runtime must
+    do what the build does with them.  Raises EnvoyError if Envoy is missing
+    or does not start.
     """
-    prepared = [_prepare(checked, tests, progress, toolchain, proxy) for checked, tests in jobs]
+    prepared = [
+        _prepare(checked, tests, progress, toolchain, proxy, options or rollout.Options(), shadow)
+        for checked, tests in jobs
+    ]
     runnable = [job for job in prepared if job.report.error is None and not job.report.diagnostics]
     if not proxy or not runnable:
         for job in runnable:
@@ -272,16 +293,27 @@ def run_all(
 
 
 def _prepare(
-    checked: Checked, tests: TestFile, progress: Progress, toolchain: Toolchain, proxy: bool
+    checked: Checked,
+    tests: TestFile,
+    progress: Progress,
+    toolchain: Toolchain,
+    proxy: bool,
+    options: rollout.Options,
+    shadow: Checked | None,
 ) -> _Job:
     job = _Job(PolicyReport(checked, tests))
     if not checked.ok or checked.policy is None:
         job.report.diagnostics = list(checked.diagnostics)
+    elif shadow is not None and (not shadow.ok or shadow.policy is None):
+        job.report.diagnostics = list(shadow.diagnostics)
     elif tests.diagnostics:
         job.report.diagnostics = list(tests.diagnostics)
-    elif toolchain.emulator is Emulator.WASM or proxy:
+    else:
+        job.build = rollout_build(checked, shadow, options)
+        job.shadow = shadow
+    if job.build is not None and (toolchain.emulator is Emulator.WASM or proxy):
         try:
-            job.wasm = cached_wasm(checked, toolchain, progress)
+            job.wasm = cached_wasm(checked, toolchain, progress, options, shadow)
         except BuildError as exc:
             job.report.error = f"{exc.message}\n{exc.output}" if exc.output else exc.message
     return job
@@ -303,15 +335,18 @@ def _run_cases(
     report = job.report
     checked, tests = report.checked, report.tests
     assert checked.policy is not None and tests is not None
-    policy = checked.policy
     delivered = [deliver(p, case.request()) for case in tests.cases for p in PROTOCOLS]
+    build = job.build
+    assert build is not None
     if toolchain.emulator is Emulator.NATIVE:
-        module = emit(policy, checked.source, Path(checked.source.path).name, toolchain)
+        module = emit_build(build, checked, job.shadow, toolchain)
         plugin = run_native(module, delivered, progress)
         report.note = NATIVE_NOTE
     else:
         assert job.wasm is not None
-        plugin = run_plugin(job.wasm, delivered, progress)
+        plugin = run_plugin(
+            job.wasm, delivered, progress, counters=build.counters, state=build.state_keys
+        )
     report.runtimes = ["evaluator", "emulator"]
     if envoy is not None:
         report.runtimes += [f"envoy-{p.value}" for p in PROTOCOLS]
@@ -320,13 +355,21 @@ def _run_cases(
         runs = []
         for protocol in PROTOCOLS:
             headers, result = next(results)
-            decision = evaluate(policy, headers)
-            run = Run(protocol, decision, result, mismatch=meets(decision, case.expect))
-            run.plugin_disagreement = agreement(decision, result)
+            outcome = rollout.run(build, headers)
+            decision = outcome.live
+            run = Run(protocol, decision, outcome, result, mismatch=meets(decision, case.expect))
+            if toolchain.emulator is Emulator.NATIVE:
+                run.plugin_disagreement = agreement(rollout.sent(outcome), result)
+            else:
+                run.plugin_disagreement = build_agreement(outcome, result)
             if envoy is not None:
                 run.envoy, run.reached_upstream = envoy.send(listener, protocol, case.request())
                 run.envoy_disagreement = envoy_agreement(
-                    decision, run.envoy, run.reached_upstream, envoy.upstream.token, case.method
+                    rollout.sent(outcome),
+                    run.envoy,
+                    run.reached_upstream,
+                    envoy.upstream.token,
+                    case.method,
                 )
             runs.append(run)
         report.results.append(CaseResult(case, runs))
@@ -363,6 +406,20 @@ def _outcomes(r: CaseResult) -> list[tuple[str, str]]:
     return rows
 
 
+def _rollout_note(r: CaseResult) -> str:
+    """A dry-run or shadowed case's other decision: what is let through, what the shadow does."""
+    outcome = r.shown.outcome
+    if outcome is None:
+        return ""
+    notes = []
+    if outcome.allowed and not outcome.live.allowed:
+        notes.append("dry-run: let through")
+    if outcome.shadow is not None and outcome.comparison is not None:
+        shown = explain.outcome(outcome.shadow)
+        notes.append(f"shadow {outcome.comparison.value}: {shown} by {outcome.shadow_by}")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
 def render_text(reports: list[PolicyReport]) -> str:
     lines: list[str] = []
     for report in reports:
@@ -373,7 +430,7 @@ def render_text(reports: list[PolicyReport]) -> str:
         for r in report.results:
             where = f"{report.tests.source.path}:{r.case.line}" if report.tests else ""
             if r.passed:
-                lines.append(f"PASS  {source.path}: {r.case.name}{ran}")
+                lines.append(f"PASS  {source.path}: {r.case.name}{ran}{_rollout_note(r)}")
                 continue
             lines.append(f"FAIL  {source.path}: {r.case.name}  ({where})")
             lines.append(f"  expected: {r.case.expect.describe()}")
@@ -427,7 +484,16 @@ def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
 
 
 def _run_json(x: Run) -> dict[str, Any]:
+    outcome = x.outcome
     return {
+        "let_through": None if outcome is None else outcome.allowed,
+        "shadow": None
+        if outcome is None or outcome.shadow is None
+        else {
+            "decision": explain.outcome(outcome.shadow),
+            "decided_by": outcome.shadow_by,
+            "comparison": outcome.comparison.value if outcome.comparison else None,
+        },
         "protocol": x.protocol.value,
         "evaluator": explain.outcome(x.decision),
         "mismatch": x.mismatch,

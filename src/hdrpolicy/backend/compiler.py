@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hdrpolicy import rollout
 from hdrpolicy.backend.build import BuildError, Progress, ToolchainMissing, build, find_compiler
 from hdrpolicy.backend.cache import cache_root
 from hdrpolicy.backend.emit import emit
@@ -51,6 +52,8 @@ class CompileResult:
     skipped_build: ToolchainMissing | None = None
     # What was found and repaired from a compile that was killed (see `recover_stale`).
     recovered: list[str] = field(default_factory=list)
+    # The shadow policy (`--shadow`), checked.
+    shadow: Checked | None = None
 
 
 def compile_policy(
@@ -61,19 +64,26 @@ def compile_policy(
     build_wasm: bool = True,
     deploy: DeployOptions | None = None,
     progress: Progress = lambda _: None,
+    options: rollout.Options | None = None,
+    shadow_path: Path | None = None,
 ) -> CompileResult:
     """Compile one policy file into `out_dir`; raises BuildError when a build fails.
 
-    Diagnostics are returned in the result; nothing is written if any is an error.
+    With `shadow_path`, the plug-in also evaluates that policy in the live
+    one's shadow.  Diagnostics are returned in the result (the shadow
+    policy's in `shadow`); nothing is written if any is an error.
     """
     checked = check_file(policy_path)
     result = CompileResult(checked, out_dir)
-    if not checked.ok:
+    if shadow_path is not None:
+        result.shadow = check_file(shadow_path)
+    if not checked.ok or (result.shadow is not None and not result.shadow.ok):
         return result
     assert checked.policy is not None
     if out_dir.exists() and not out_dir.is_dir():
         raise BuildError(f"`{out_dir}` exists and is not a directory")
-    files = emit(checked.policy, checked.source, policy_path.name, toolchain)
+    plan = rollout_build(checked, result.shadow, options or rollout.Options())
+    files = emit_build(plan, checked, result.shadow, toolchain)
     target = out_dir.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     result.recovered = recover_stale(out_dir)
@@ -93,7 +103,12 @@ def compile_policy(
             image = write_image_layout(staging / WASM, staging / OCI, checked.policy.name)
             result.image_digest = image.manifest_digest
             info = PluginInfo.from_files(
-                checked.policy.name, policy_path, staging / WASM, image.manifest_digest
+                checked.policy.name,
+                policy_path,
+                staging / WASM,
+                image.manifest_digest,
+                mode=plan.mode.value,
+                shadow=shadow_path,
             )
             write_manifests(staging, info, deploy or DeployOptions())
         produced = sorted(p.name for p in staging.iterdir() if p.name != STAGING_MARKER)
@@ -102,14 +117,46 @@ def compile_policy(
     return result
 
 
-def cached_wasm(checked: Checked, toolchain: Toolchain, progress: Progress) -> Path:
+def rollout_build(
+    checked: Checked, shadow: Checked | None, options: rollout.Options
+) -> rollout.Build:
+    """The build of checked policies: each named by its file name, as `compile` names it."""
+    assert checked.policy is not None
+    live = rollout.Side(checked.policy, Path(checked.source.path).name)
+    if shadow is None:
+        return options.build(live)
+    assert shadow.policy is not None
+    return options.build(live, rollout.Side(shadow.policy, Path(shadow.source.path).name))
+
+
+def emit_build(
+    plan: rollout.Build, checked: Checked, shadow: Checked | None, toolchain: Toolchain
+) -> dict[str, bytes]:
+    """The Go module of a build (see `emit`)."""
+    return emit(
+        plan.live.policy,
+        checked.source,
+        plan.live.source_name,
+        toolchain,
+        plan,
+        shadow.source if shadow is not None else None,
+    )
+
+
+def cached_wasm(
+    checked: Checked,
+    toolchain: Toolchain,
+    progress: Progress,
+    options: rollout.Options | None = None,
+    shadow: Checked | None = None,
+) -> Path:
     """plugin.wasm for a checked policy, from a cache keyed by the emitted sources.
 
     `hdrpolicy test` runs against the same bytes `compile` would produce; a
     policy whose Go has not changed is not rebuilt.
     """
-    assert checked.policy is not None
-    files = emit(checked.policy, checked.source, Path(checked.source.path).name, toolchain)
+    plan = rollout_build(checked, shadow, options or rollout.Options())
+    files = emit_build(plan, checked, shadow, toolchain)
     digest = hashlib.sha256(f"{toolchain.name}\0{find_compiler(toolchain).version}".encode())
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())

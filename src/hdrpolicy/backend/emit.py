@@ -13,7 +13,7 @@ from typing import Any, assert_never
 
 import jinja2
 
-from hdrpolicy import __version__, semantics
+from hdrpolicy import __version__, rollout, semantics
 from hdrpolicy.assets import asset
 from hdrpolicy.backend.golit import go_comment_text, go_string
 from hdrpolicy.backend.toolchains import Emulator, Toolchain
@@ -43,22 +43,29 @@ class _Field:
     # joiner of repeated values.
     delimiter: str
     joiner: str
+    # A request header (its value is redacted from info lines unless asked).
+    is_header: bool
 
 
 class _GoBuilder:
-    """Turns a policy's rules into Go expressions and declarations."""
+    """Turns a build's policies into Go expressions and declarations.
 
-    def __init__(self, policy: ir.Policy, source: Source, source_name: str) -> None:
-        self.policy = policy
-        self.source = source
-        # The file name as comments and the deny log show it: one visible line.
-        self.source_name = go_comment_text(source_name)
+    The policies of one build (the live one, and the shadow one) share the
+    request's fields, read from the host once; each has its own rules,
+    decisions and refusals, named with its prefix.
+    """
+
+    def __init__(self, build: rollout.Build) -> None:
+        self.build = build
         self.fields: dict[str, _Field] = {}
         self.helpers: set[str] = set()
         self.regexps: list[dict[str, str]] = []
         self.fold = False
+        # Equal policy responses get equal numbers (the shadow compares them).
+        self.responses: dict[tuple[Any, ...], int] = {}
+        self.side = build.live
         taken: set[str] = set()
-        for subject in policy.subjects:
+        for subject in _subjects(build):
             const = _unique(_const_name(subject), taken)
             delimiter = list_delimiter(subject.host_name)
             self.fields[subject.key] = _Field(
@@ -67,10 +74,11 @@ class _GoBuilder:
                 go_string(subject.label),
                 go_string(delimiter or ""),
                 go_string(semantics.joiner(delimiter)),
+                subject.kind is ir.SubjectKind.HEADER,
             )
 
     def location(self, span_line: int) -> str:
-        return f"{self.source_name}:{span_line}"
+        return self.side.location(span_line)
 
     # -- conditions ------------------------------------------------------------
 
@@ -149,92 +157,160 @@ class _GoBuilder:
             return self.negate(rule.condition)
         return self.expr(rule.condition)[0]
 
-    def denial(self, response: ir.Response, var: str, why: list[str], rank: int) -> dict[str, Any]:
-        return self._denial(
-            var,
-            rank,
-            self.location(response.span.line),
-            response.status,
-            response.sent_headers,
-            response.body_text,
-            why,
-        )
-
-    def _denial(
+    def decision(
         self,
         var: str,
         rank: int,
-        where: str,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: str,
+        by: str,
+        deny: tuple[int, list[tuple[str, str]], str] | None,
         why: list[str],
+        log_line: str | None = None,
     ) -> dict[str, Any]:
-        return {
-            "var": var,
-            "rank": rank,
-            "comment": where,
-            "log_line": go_string(f"{self.policy.name}: {where}: denied with {status}"),
-            "status": status,
-            "headers": [(go_string(n), go_string(v)) for n, v in headers],
-            "body": go_string(body),
-            "why": why,
-        }
+        """A decision's Go declaration: what decided, its filter state, counter and response."""
+        build, side = self.build, self.side
+        live = side is build.live
+        mode = build.mode if live else rollout.Mode.ENFORCE
+        role = build.role if live else "shadow"
+        status = None if deny is None else deny[0]
+        pairs = [("rank", str(rank)), ("by", go_string(by))]
+        if deny is not None:
+            status, headers, body = deny
+            key = (status, tuple(headers), body)
+            response = self.responses.setdefault(key, len(self.responses) + 1)
+            if live and build.decision_header is not None:
+                headers = [*headers, (build.decision_header, by)]
+            listed = ", ".join(f"{{{go_string(n)}, {go_string(v)}}}" for n, v in headers)
+            where = log_line or by
+            pairs += [
+                ("deny", "true"),
+                ("logLine", go_string(f"{side.policy.name}: {where}: denied with {status}")),
+                ("status", str(status)),
+                ("headers", f"[][2]string{{{listed}}}"),
+                ("body", f"[]byte({go_string(body)})"),
+                ("why", f"[]field{{{', '.join(why)}}}"),
+                ("response", str(response)),
+            ]
+        if build.filter_state:
+            value = rollout.state_value(mode, deny is None, status, by)
+            pairs.append(("state", f"[]byte({go_string(value)})"))
+        if build.metrics:
+            metric = rollout.decision_metric(side.policy.name, role, deny is None, by)
+            pairs.append(("metricName", go_string(metric)))
+        return {"var": var, "lines": _keyed(pairs)}
 
-    def comment_lines(self, span_start: int, span_end: int) -> list[str]:
-        first, _ = self.source.position(span_start)
-        last, _ = self.source.position(span_end)
-        return [go_comment_text(self.source.line_text(n).strip()) for n in range(first, last + 1)]
+    def comment_lines(self, source: Source, span_start: int, span_end: int) -> list[str]:
+        first, _ = source.position(span_start)
+        last, _ = source.position(span_end)
+        return [go_comment_text(source.line_text(n).strip()) for n in range(first, last + 1)]
 
-    def model(self, toolchain: Toolchain) -> dict[str, Any]:
+    def policy_model(self, side: rollout.Side, source: Source, prefix: str) -> dict[str, Any]:
+        """One policy: its evaluate function's rules, its decisions and its refusals."""
+        self.side = side
+        policy = side.policy
+
+        def name(base: str) -> str:
+            return prefix + base[:1].upper() + base[1:] if prefix else base
+
         rules: list[dict[str, Any]] = []
-        denials: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
         taken: set[str] = set()
-        for rule in self.policy.rules:
+        for rule in policy.rules:
             test = self.rule_test(rule)
+            by = self.location(rule.span.line)
             if rule.action is ir.Action.ALLOW:
-                result = "nil"
+                var = name(_unique(f"allowLine{rule.span.line}", taken))
+                decisions.append(self.decision(var, len(rules), by, None, []))
             else:
                 assert rule.response is not None
-                var = _unique(f"denyLine{rule.span.line}", taken)
-                why = []
+                var = name(_unique(f"denyLine{rule.span.line}", taken))
+                why: list[str] = []
                 if rule.condition is not None:
                     for cmp in ir.comparisons(rule.condition):
                         const = self.fields[cmp.subject.key].const
                         if const not in why:
                             why.append(const)
-                denials.append(self.denial(rule.response, var, why, len(rules)))
-                result = f"&{var}"
+                decisions.append(self.decision(var, len(rules), by, _response(rule.response), why))
             rules.append(
                 {
-                    "location": self.location(rule.span.line),
-                    "comment_lines": self.comment_lines(rule.span.start, rule.span.end),
+                    "location": by,
+                    "comment_lines": self.comment_lines(source, rule.span.start, rule.span.end),
                     "test": test,
-                    "result": result,
+                    "result": f"&{var}",
                 }
             )
-        fall_through: str | None = "nil"
+        fall_through: str | None = "&" + name("noRule")
+        decisions.append(self.decision(name("noRule"), len(rules), rollout.NO_RULE, None, []))
         if rules and rules[-1]["test"] is None:
             fall_through = None
-        if self.policy.default is not None:
-            denials.append(self.denial(self.policy.default, "denyDefault", [], len(rules)))
+            decisions.pop()
+        if policy.default is not None:
+            default = name("denyDefault")
+            decisions.append(
+                self.decision(
+                    default,
+                    len(rules),
+                    rollout.DEFAULT,
+                    _response(policy.default),
+                    [],
+                    self.location(policy.default.span.line),
+                )
+            )
             rules.append(
                 {
-                    "location": self.location(self.policy.default.span.line),
+                    "location": self.location(policy.default.span.line),
                     "comment_lines": self.comment_lines(
-                        self.policy.default.span.start, self.policy.default.span.end
+                        source, policy.default.span.start, policy.default.span.end
                     ),
                     "test": None,
-                    "result": "&denyDefault",
+                    "result": f"&{default}",
                 }
             )
             fall_through = None
+        reads_path = any(s.kind is ir.SubjectKind.PATH for s in policy.subjects)
+        path = [self.fields[s.key].const for s in policy.subjects if s.kind is ir.SubjectKind.PATH]
+        refusals = {
+            "too_many_readings": self.refusal(
+                name("tooManyReadings"), ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY, []
+            ),
+            "bad_path": self.refusal(name("badPath"), ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, path),
+            "bad_value": self.refusal(name("badValue"), ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []),
+            "host_error": self.refusal(
+                name("hostError"), ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []
+            ),
+        }
+        return {
+            "var": prefix or "live",
+            "name": go_string(policy.name),
+            "source_name": go_comment_text(side.source_name),
+            "evaluate": name("evaluate") if prefix else "evaluate",
+            "fields": [self.fields[s.key].const for s in policy.subjects],
+            "reads_path": reads_path,
+            "rules": rules,
+            "fall_through": fall_through,
+            "decisions": decisions,
+            **refusals,
+        }
+
+    def refusal(self, var: str, status: int, body: str, why: list[str]) -> dict[str, Any]:
+        """A response sent before any rule runs; its log line says why."""
+        by = rollout.REFUSALS[(status, body)]
+        deny = (status, [ir.DEFAULT_CONTENT_TYPE], body)
+        return self.decision(var, -1, by, deny, why, body)
+
+    def model(self, toolchain: Toolchain, sources: list[Source]) -> dict[str, Any]:
+        build = self.build
+        sides = [build.live] + ([build.shadow] if build.shadow else [])
+        policies = [
+            self.policy_model(side, source, "" if i == 0 else "shadow")
+            for i, (side, source) in enumerate(zip(sides, sources, strict=True))
+        ]
         fields = list(self.fields.values())
         field_consts = [f.const for f in fields] + ["numFields"]
         field_consts[0] += " field = iota"
-        by_kind = {s.kind: self.fields[s.key].const for s in self.policy.subjects}
-        pseudo = [self.fields[s.key].const for s in self.policy.subjects if s.is_pseudo]
-        reads_headers = any(not s.is_pseudo for s in self.policy.subjects)
+        subjects = _subjects(build)
+        by_kind = {s.kind: self.fields[s.key].const for s in subjects}
+        pseudo = [self.fields[s.key].const for s in subjects if s.is_pseudo]
+        reads_headers = any(not s.is_pseudo for s in subjects)
         # A target whose Go only ever runs as wasm can walk the host's serialised
         # headers itself; one whose Go also runs natively (`Emulator.NATIVE`, the
         # tetratelabs emulator) cannot: a `//go:wasmimport` function has no body there.
@@ -246,21 +322,46 @@ class _GoBuilder:
             std_imports += ["encoding/binary", "unsafe"]
         else:  # host errors other than "not found" fail closed (errors.Is)
             std_imports.append("errors")
+        logs_info = build.mode is rollout.Mode.DRY_RUN or build.shadow is not None
+        if logs_info:
+            std_imports.append("time")
         lengths: dict[int, list[_Field]] = {}
-        for subject in self.policy.subjects:
+        for subject in subjects:
             lengths.setdefault(len(subject.host_name), []).append(self.fields[subject.key])
+        live_name = build.live.policy.name
         return {
             "version": __version__,
-            "source_name": self.source_name,
-            "policy_name": self.policy.name,
-            "policy_name_literal": go_string(self.policy.name),
+            "source_name": go_comment_text(build.live.source_name),
+            "shadow_source_name": go_comment_text(build.shadow.source_name)
+            if build.shadow
+            else None,
+            "policy_name": live_name,
+            "policy_name_literal": go_string(live_name),
             "sdk": toolchain.sdk_module,
             "register_in_init": toolchain.register_in_init,
             "std_imports": sorted(std_imports),
-            "rules": rules,
-            "fall_through": fall_through,
-            "denials": denials,
+            "policies": policies,
+            "live": policies[0],
+            "shadow": policies[1] if len(policies) > 1 else None,
+            "dry_run": build.mode is rollout.Mode.DRY_RUN,
+            "metrics": build.metrics,
+            "filter_state": build.filter_state,
+            "logs_info": logs_info,
+            "log_lines_per_second": rollout.LOG_LINES_PER_SECOND,
+            "state_key": go_string(rollout.state_key(live_name)),
+            "shadow_state_key": go_string(rollout.shadow_state_key(live_name)),
+            "comparisons": [
+                {
+                    "const": "compare" + "".join(w.capitalize() for w in c.value.split("-")),
+                    "word": go_string(c.value + " "),
+                    "metric": go_string(rollout.shadow_metric(live_name, c)),
+                }
+                for c in rollout.Comparison
+            ],
             "fields": fields,
+            "redacted": [
+                "true" if f.is_header and not build.log_values else "false" for f in fields
+            ],
             "field_consts": field_consts,
             "reads_headers": reads_headers,
             "raw_header_pairs": raw_header_pairs,
@@ -268,44 +369,44 @@ class _GoBuilder:
                 {"length": n, "fields": group} for n, group in sorted(lengths.items())
             ],
             "pseudo_test": " || ".join(f"f == {c}" for c in pseudo) or None,
-            **self.normalized_fields(by_kind),
+            **_normalized_fields(by_kind),
             "helpers": sorted(self.helpers),
             "fold": self.fold,
             "regexps": self.regexps,
             "max_readings": ir.MAX_READINGS,
-            "too_many_readings": self._refusal(
-                "tooManyReadings", ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY, []
-            ),
-            "bad_path": self._refusal(
-                "badPath",
-                ir.BAD_PATH_STATUS,
-                ir.BAD_PATH_BODY,
-                [
-                    const
-                    for kind, const in by_kind.items()
-                    if semantics.subject(kind).in_normal_form is not None
-                ],
-            ),
-            "bad_value": self._refusal("badValue", ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, []),
-            "host_error": self._refusal("hostError", ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []),
         }
 
-    @staticmethod
-    def normalized_fields(by_kind: dict[ir.SubjectKind, str]) -> dict[str, str | None]:
-        """Each kind with a normalisation of its own: the template's key, and its field."""
-        return {
-            meaning.go_field: by_kind.get(kind)
-            for kind in ir.SubjectKind
-            if (meaning := semantics.subject(kind)).go_field is not None
-        }
 
-    def _refusal(self, var: str, status: int, body: str, why: list[str]) -> dict[str, Any]:
-        """A response sent before any rule runs; its log line says why."""
-        return self._denial(var, -1, body, status, [ir.DEFAULT_CONTENT_TYPE], body, why)
+def _normalized_fields(by_kind: dict[ir.SubjectKind, str]) -> dict[str, str | None]:
+    """Each kind with a normalisation of its own: the template's key, and its field."""
+    return {
+        meaning.go_field: by_kind.get(kind)
+        for kind in ir.SubjectKind
+        if (meaning := semantics.subject(kind)).go_field is not None
+    }
+
+
+def _keyed(pairs: list[tuple[str, str]]) -> list[str]:
+    """`key: value,` lines of a Go composite literal, values aligned as gofmt aligns them."""
+    width = max(len(k) for k, _ in pairs) + 2
+    return [f"{(k + ':').ljust(width)}{v}," for k, v in pairs]
+
+
+def _subjects(build: rollout.Build) -> list[ir.Subject]:
+    """Every subject the build's policies read, each once: the live policy's first."""
+    seen: dict[str, ir.Subject] = {}
+    for side in [build.live] + ([build.shadow] if build.shadow else []):
+        for subject in side.policy.subjects:
+            seen.setdefault(subject.key, subject)
+    return list(seen.values())
+
+
+def _response(response: ir.Response) -> tuple[int, list[tuple[str, str]], str]:
+    return response.status, list(response.sent_headers), response.body_text
 
 
 def _const_name(subject: ir.Subject) -> str:
-    if subject.is_pseudo:
+    if subject.kind is not ir.SubjectKind.HEADER:
         return "field" + subject.kind.value.capitalize()
     parts = re.split(r"[^0-9A-Za-z]+", subject.name or "")
     return "header" + "".join(p[:1].upper() + p[1:] for p in parts if p)
@@ -320,11 +421,25 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def emit(
-    policy: ir.Policy, source: Source, source_name: str, toolchain: Toolchain
+    policy: ir.Policy,
+    source: Source,
+    source_name: str,
+    toolchain: Toolchain,
+    build: rollout.Build | None = None,
+    shadow_source: Source | None = None,
 ) -> dict[str, bytes]:
-    """The Go module for a policy: file name → bytes, deterministic for the same input."""
-    builder = _GoBuilder(policy, source, source_name)
-    model = builder.model(toolchain)
+    """The Go module for a policy: file name → bytes, deterministic for the same input.
+
+    `build` sets the mode, the shadow policy (whose text is `shadow_source`)
+    and what the plug-in records; by default it enforces `policy` with
+    metrics and filter state.
+    """
+    if build is None:
+        build = rollout.Build(rollout.Side(policy, source_name))
+    assert build.live.policy is policy
+    assert (build.shadow is None) == (shadow_source is None)
+    builder = _GoBuilder(build)
+    model = builder.model(toolchain, [source] + ([shadow_source] if shadow_source else []))
     env = _environment()
     files: dict[str, str] = {
         "main.go": env.get_template("main.go.jinja").render(model),

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,11 @@ class HostResult:
     debug: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     trap: str | None = None
+    info: tuple[str, ...] = ()
+    # The asked-for counters the request incremented (name → by how much), and
+    # the asked-for filter state keys it set (key → value).
+    counters: dict[str, int] = field(default_factory=dict)
+    state: dict[str, bytes] = field(default_factory=dict)
 
 
 def driver(progress: Progress = lambda _: None) -> Path:
@@ -73,9 +79,15 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _payload(requests: list[Headers]) -> bytes:
+def _payload(
+    requests: list[Headers], counters: Sequence[str] = (), state: Sequence[str] = ()
+) -> bytes:
     return json.dumps(
-        {"requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests]}
+        {
+            "requests": [{"headers": [[_b64(k), _b64(v)] for k, v in req]} for req in requests],
+            "counters": list(counters),
+            "state": list(state),
+        }
     ).encode()
 
 
@@ -94,18 +106,30 @@ def _results(raw: bytes) -> list[HostResult]:
                 debug=tuple(item["debug"] or ()),
                 errors=tuple(item["errors"] or ()),
                 trap=item.get("trap") or None,
+                info=tuple(item.get("info") or ()),
+                counters=dict(item.get("counters") or {}),
+                state={k: base64.b64decode(v) for k, v in (item.get("state") or {}).items()},
             )
         )
     return results
 
 
 def run_plugin(
-    wasm: Path, requests: list[Headers], progress: Progress = lambda _: None
+    wasm: Path,
+    requests: list[Headers],
+    progress: Progress = lambda _: None,
+    *,
+    counters: Sequence[str] = (),
+    state: Sequence[str] = (),
 ) -> list[HostResult]:
-    """Send each request's headers through the plug-in; one VM for all of them."""
+    """Send each request's headers through the plug-in; one VM for all of them.
+
+    Each result has the named `counters` the request incremented and the
+    filter `state` keys it set.
+    """
     proc = subprocess.run(
         [str(driver(progress)), str(wasm)],
-        input=_payload(requests),
+        input=_payload(requests, counters, state),
         capture_output=True,
         check=False,
     )

@@ -28,7 +28,7 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _POLICY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Bytes that cannot appear in a field value: controls other than HTAB, and DEL.
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_PROXY_SET_HEADERS = {"content-length", "transfer-encoding"}
+PROXY_SET_HEADERS = {"content-length", "transfer-encoding"}
 # Statuses whose responses carry no content (RFC 9110 §15.3.5, §15.3.6, §15.4.5).
 # Envoy's local reply sends a body on them anyway, with a content-length
 # (invalid; HTTP/2 clients see a protocol error), so a rule may not give one.
@@ -177,7 +177,7 @@ class _Checker:
             )
         for header in response.headers:
             span = header.name_span or header.span
-            if self.header_name(header.name, span) and header.name in _PROXY_SET_HEADERS:
+            if self.header_name(header.name, span) and header.name in PROXY_SET_HEADERS:
                 self.error(
                     Code.HP214,
                     f"`{header.name}` is set by the proxy and cannot be set by a rule",

@@ -43,6 +43,7 @@ UPSTREAM_CLUSTER = "upstream"
 
 _WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _HCM = (
     "type.googleapis.com/"
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -138,6 +139,10 @@ class Plugin:
     fail_open: bool = False
     # Envoy's own path normalisation (PATH_NORMALISATION) on this listener.
     normalise_paths: bool = True
+    # Where this listener's access log goes (a file, `/dev/stdout`), and the
+    # policy whose decision it prints (from the plug-in's filter state).
+    access_log: str | None = None
+    policy: str | None = None
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -181,6 +186,64 @@ PATH_NORMALISATION: dict[str, Any] = {
 }
 
 
+# Envoy's tag extraction for the plug-in's counters (`rollout.decision_metric`,
+# `rollout.shadow_metric`): each regex's first group is cut from the name, its
+# second is the tag's value, so Prometheus sees two metrics,
+# `hdrpolicy_decisions{hdrpolicy_policy, hdrpolicy_mode, hdrpolicy_decision, hdrpolicy_rule}`
+# and `hdrpolicy_shadow{hdrpolicy_policy, hdrpolicy_comparison}`.
+STATS_TAGS: list[dict[str, str]] = [
+    {
+        "tag_name": "hdrpolicy_policy",
+        "regex": r"^wasmcustom\.hdrpolicy\.(?:decisions|shadow)\.(([^.]+)\.)",
+    },
+    {
+        "tag_name": "hdrpolicy_mode",
+        "regex": r"^wasmcustom\.hdrpolicy\.decisions\.[^.]+\.(([^.]+)\.)",
+    },
+    {
+        "tag_name": "hdrpolicy_decision",
+        "regex": r"^wasmcustom\.hdrpolicy\.decisions\.[^.]+\.[^.]+\.(([^.]+)\.)",
+    },
+    {
+        "tag_name": "hdrpolicy_rule",
+        "regex": r"^wasmcustom\.hdrpolicy\.decisions\.[^.]+\.[^.]+\.[^.]+(\.([^.]+))$",
+    },
+    {
+        "tag_name": "hdrpolicy_comparison",
+        "regex": r"^wasmcustom\.hdrpolicy\.shadow\.[^.]+(\.([^.]+))$",
+    },
+]
+
+
+def access_log_format(policy: str) -> str:
+    """An access log line with the plug-in's decision, and its shadow's (`-` if none)."""
+    key = f"wasm.hdrpolicy.{policy}"
+    return (
+        '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+        f'hdrpolicy="%FILTER_STATE({key}:PLAIN)%" '
+        f'shadow="%FILTER_STATE({key}.shadow:PLAIN)%"\n'
+    )
+
+
+def _access_log(plugin: Plugin) -> list[dict[str, Any]]:
+    if plugin.access_log is None:
+        return []
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": _FILE_LOG,
+                "path": plugin.access_log,
+                "log_format": {
+                    "text_format_source": {
+                        "inline_string": access_log_format(plugin.policy or plugin.name)
+                    }
+                },
+            },
+        }
+    ]
+
+
 def _listener(plugin: Plugin, upstream: Upstream | None) -> dict[str, Any]:
     route: dict[str, Any] = {"match": {"prefix": "/"}}
     if upstream is None:
@@ -203,6 +266,8 @@ def _listener(plugin: Plugin, upstream: Upstream | None) -> dict[str, Any]:
         },
         "http_filters": http_filters(plugin),
     }
+    if plugin.access_log is not None:
+        manager["access_log"] = _access_log(plugin)
     return {
         "name": name,
         "address": _address(plugin.address, plugin.port),
@@ -235,6 +300,7 @@ def bootstrap(
         raise EnvoyError(f"plug-in names must be unique: {names}")
     config: dict[str, Any] = {
         "admin": {"address": _address(DEFAULT_ADDRESS, admin_port)},
+        "stats_config": {"stats_tags": STATS_TAGS},
         "static_resources": {
             "listeners": [_listener(p, upstream) for p in plugins],
         },

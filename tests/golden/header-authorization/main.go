@@ -49,61 +49,212 @@ type httpContext struct {
 // OnHttpRequestHeaders applies the policy to the request headers.
 func (*httpContext) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
 	var r request
-	if d := r.load(); d != nil {
-		return r.deny(d)
-	}
-	// Every reading is evaluated; the earliest rule that denies any of them decides.
-	var worst *denial
-	var worstPick [numFields]int
-	for {
-		if d := r.evaluate(); d != nil && (worst == nil || d.rank < worst.rank) {
-			worst, worstPick = d, r.pick
-		}
-		if !r.nextReading() {
-			break
-		}
-	}
-	if worst == nil {
+	loaded := r.load()
+	liveRefused := r.refusal(&live, loaded)
+	r.expandAll()
+	d, pick := r.decide(&live, liveRefused)
+	d.metric.Increment(1)
+	setState(stateKey, d.state)
+	if !d.deny {
 		return types.ActionContinue
 	}
-	r.pick = worstPick
-	return r.deny(worst)
+	r.pick = pick
+	return r.deny(d)
 }
 
-// evaluate runs the rules on one reading of the request: nil means allow.
-func (r *request) evaluate() *denial {
+// A policy is one policy's rules (evaluate) and refusals, over the fields it reads.
+type policy struct {
+	fields          []field
+	readsPath       bool
+	evaluate        func(r *request) *decision
+	tooManyReadings *decision
+	badPath         *decision
+	badValue        *decision
+	hostError       *decision
+}
+
+// refusal is the policy's refusal of the request before any rule runs, if
+// any, except for too many readings (decide checks that): the host failed, a
+// path not in normal form, a header value with surrounding whitespace.
+func (r *request) refusal(p *policy, loaded bool) *decision {
+	if !loaded {
+		return p.hostError
+	}
+	for _, f := range p.fields {
+		if r.count[f] == 0 {
+			continue
+		}
+		if hasOWS(r.first[f]) {
+			return refuseValue(p, f, r.first[f])
+		}
+		for _, v := range r.more[f] {
+			if hasOWS(v) {
+				return refuseValue(p, f, v)
+			}
+		}
+	}
+	return nil
+}
+
+// refuseValue is the policy's refusal for the field's value v (which the log shows).
+func refuseValue(p *policy, f field, v string) *decision {
+	d := *p.badValue
+	d.logLine += ": " + fieldLabels[f] + " is " + strconv.Quote(v)
+	return &d
+}
+
+// decide is the policy's decision on the request, and the reading it was made
+// on: every reading is evaluated, and the earliest rule that denies any of
+// them decides; if none denies, the first reading's decision stands.
+func (r *request) decide(p *policy, refused *decision) (*decision, [numFields]int) {
+	r.pick = [numFields]int{}
+	if refused != nil {
+		return refused, r.pick
+	}
+	readings := 1
+	for _, f := range p.fields {
+		readings *= 1 + len(r.more[f])
+		if readings > maxReadings {
+			return p.tooManyReadings, r.pick
+		}
+	}
+	chosen := p.evaluate(r)
+	chosenPick := r.pick
+	for r.nextReading(p.fields) {
+		if d := p.evaluate(r); d.deny && (!chosen.deny || d.rank < chosen.rank) {
+			chosen, chosenPick = d, r.pick
+		}
+	}
+	return chosen, chosenPick
+}
+
+// A decision is what a rule, the default, or a refusal decides: allow, or
+// deny with a local response. by names what decided (file:line, default,
+// no-rule, or the refusal); state is what the plug-in puts into Envoy's filter
+// state; response numbers the policy's response (equal responses, equal numbers).
+type decision struct {
+	rank       int
+	by         string
+	deny       bool
+	logLine    string
+	status     uint32
+	headers    [][2]string
+	body       []byte
+	why        []field
+	response   int
+	state      []byte
+	metricName string
+	metric     proxywasm.MetricCounter
+}
+
+// live is the policy "header-authorization" from policy.hp.
+var live = policy{
+	fields:          []field{headerAllow},
+	readsPath:       false,
+	evaluate:        (*request).evaluate,
+	tooManyReadings: &tooManyReadings,
+	badPath:         &badPath,
+	badValue:        &badValue,
+	hostError:       &hostError,
+}
+
+// evaluate runs the rules of policy.hp on one reading of the request.
+func (r *request) evaluate() *decision {
 	// policy.hp:4:
 	//   deny 403 "Forbidden by ASM Wasm Plugin" unless header allow == "true"
 	if !r.equals(headerAllow, "true") {
 		return &denyLine4
 	}
-	return nil
+	return &noRule
 }
 
-// A denial is the local response a deny rule sends.
-type denial struct {
-	rank    int
-	logLine string
-	status  uint32
-	headers [][2]string
-	body    []byte
-	why     []field
+var denyLine4 = decision{
+	rank:       0,
+	by:         "policy.hp:4",
+	deny:       true,
+	logLine:    "header-authorization: policy.hp:4: denied with 403",
+	status:     403,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("Forbidden by ASM Wasm Plugin"),
+	why:        []field{headerAllow},
+	response:   1,
+	state:      []byte("deny 403 policy.hp:4"),
+	metricName: "hdrpolicy.decisions.header-authorization.enforce.deny.line_4",
 }
 
-// policy.hp:4
-var denyLine4 = denial{
-	rank:    0,
-	logLine: "header-authorization: policy.hp:4: denied with 403",
-	status:  403,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("Forbidden by ASM Wasm Plugin"),
-	why:     []field{headerAllow},
+var noRule = decision{
+	rank:       1,
+	by:         "no-rule",
+	state:      []byte("allow - no-rule"),
+	metricName: "hdrpolicy.decisions.header-authorization.enforce.allow.no_rule",
 }
 
-// deny sends the rule's response and logs, at debug level, which rule fired and why.
+// Refusals, before any rule runs: more than maxReadings readings; a path not
+// in normal form (the service could resolve it to a path other than the one
+// the policy would judge); a value with leading or trailing spaces or tabs
+// (malformed in HTTP/2, trimmed by HTTP/1.1: the policy judges trimmed values
+// only); a request whose headers the host could not hand over (the policy
+// never runs on a request with headers missing).
+var tooManyReadings = decision{
+	rank:       -1,
+	by:         "too-many-readings",
+	deny:       true,
+	logLine:    "header-authorization: too many repeated request headers: denied with 431",
+	status:     431,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("too many repeated request headers"),
+	why:        []field{},
+	response:   2,
+	state:      []byte("deny 431 too-many-readings"),
+	metricName: "hdrpolicy.decisions.header-authorization.enforce.deny.too_many_readings",
+}
+
+var badPath = decision{
+	rank:       -1,
+	by:         "path-not-normal",
+	deny:       true,
+	logLine:    "header-authorization: path not in normal form: denied with 400",
+	status:     400,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("path not in normal form"),
+	why:        []field{},
+	response:   3,
+	state:      []byte("deny 400 path-not-normal"),
+	metricName: "hdrpolicy.decisions.header-authorization.enforce.deny.path_not_normal",
+}
+
+var badValue = decision{
+	rank:       -1,
+	by:         "padded-value",
+	deny:       true,
+	logLine:    "header-authorization: header value with surrounding whitespace: denied with 400",
+	status:     400,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("header value with surrounding whitespace"),
+	why:        []field{},
+	response:   4,
+	state:      []byte("deny 400 padded-value"),
+	metricName: "hdrpolicy.decisions.header-authorization.enforce.deny.padded_value",
+}
+
+var hostError = decision{
+	rank:       -1,
+	by:         "host-error",
+	deny:       true,
+	logLine:    "header-authorization: the policy could not read the request: denied with 500",
+	status:     500,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("the policy could not read the request"),
+	why:        []field{},
+	response:   5,
+	state:      []byte("deny 500 host-error"),
+	metricName: "hdrpolicy.decisions.header-authorization.enforce.deny.host_error",
+}
+
+// deny sends the decision's response and logs, at debug level, which rule fired and why.
 // The SDK's ABI (0.2.0) cannot ask Envoy for its log level, so the line is built
 // on every denial: in one buffer, one allocation.
-func (r *request) deny(d *denial) types.Action {
+func (r *request) deny(d *decision) types.Action {
 	var msg strings.Builder
 	msg.Grow(len(d.logLine) + 96)
 	msg.WriteString(d.logLine)
@@ -120,6 +271,39 @@ func (r *request) deny(d *denial) types.Action {
 		proxywasm.LogError(policyName + ": sending the local response failed: " + err.Error())
 	}
 	return types.ActionPause
+}
+
+// stateKey names the filter state that holds the decision; Envoy prefixes
+// "wasm.", so an access log reads it as %FILTER_STATE(wasm.hdrpolicy.header-authorization:PLAIN)%.
+var stateKey = []string{"hdrpolicy.header-authorization"}
+
+// setState puts a decision into Envoy's filter state, for the access log.
+func setState(key []string, value []byte) {
+	if err := proxywasm.SetProperty(key, value); err != nil {
+		proxywasm.LogDebug(policyName + ": setting the filter state failed: " + err.Error())
+	}
+}
+
+// decisions are every decision of the build, each with its counter.
+var decisions = []*decision{
+	&denyLine4,
+	&noRule,
+	&tooManyReadings, &badPath, &badValue, &hostError,
+}
+
+// OnPluginStart defines the counters (Envoy shows them under "wasmcustom.");
+// should the host refuse one, the start fails with a log line, not a panic.
+func (*pluginContext) OnPluginStart(pluginConfigurationSize int) (status types.OnPluginStartStatus) {
+	defer func() {
+		if failure := recover(); failure != nil {
+			proxywasm.LogCritical(policyName + ": defining the metrics failed")
+			status = types.OnPluginStartStatusFailed
+		}
+	}()
+	for _, d := range decisions {
+		d.metric = proxywasm.DefineCounterMetric(d.metricName)
+	}
+	return types.OnPluginStartStatusOK
 }
 
 // A field is one request header (or pseudo-header) that the policy reads.
@@ -147,49 +331,6 @@ type request struct {
 // maxReadings bounds the work a request with many readings can cause.
 const maxReadings = 64
 
-// tooManyReadings refuses a request that has more than maxReadings readings.
-var tooManyReadings = denial{
-	rank:    -1,
-	logLine: "header-authorization: too many repeated request headers: denied with 431",
-	status:  431,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("too many repeated request headers"),
-	why:     []field{},
-}
-
-// badPath refuses a path not in normal form: the service could resolve it to
-// a path other than the one the policy would judge.
-var badPath = denial{
-	rank:    -1,
-	logLine: "header-authorization: path not in normal form: denied with 400",
-	status:  400,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("path not in normal form"),
-	why:     []field{},
-}
-
-// badValue refuses a value with leading or trailing spaces or tabs (malformed
-// in HTTP/2, trimmed by HTTP/1.1): the policy judges trimmed values only.
-var badValue = denial{
-	rank:    -1,
-	logLine: "header-authorization: header value with surrounding whitespace: denied with 400",
-	status:  400,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("header value with surrounding whitespace"),
-	why:     []field{},
-}
-
-// hostError refuses a request whose headers the host could not hand over:
-// the policy never runs on a request with headers missing.
-var hostError = denial{
-	rank:    -1,
-	logLine: "header-authorization: the policy could not read the request: denied with 500",
-	status:  500,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("the policy could not read the request"),
-	why:     []field{},
-}
-
 // listDelimiters: a value of these fields may be a list (Envoy joins repeated
 // values of its built-in headers with ","), so each element is a reading too.
 var listDelimiters = [numFields]string{""}
@@ -197,13 +338,13 @@ var listDelimiters = [numFields]string{""}
 // joiners join a field's repeated values into one reading.
 var joiners = [numFields]string{", "}
 
-// load reads the request headers from the host once and prepares the readings;
-// a denial refuses the request before any rule runs.
-func (r *request) load() *denial {
+// load reads the request headers from the host once; false when the host
+// failed (the policy then refuses the request).
+func (r *request) load() bool {
 	data, ok := requestHeaderPairs()
 	if !ok {
 		proxywasm.LogError(policyName + ": reading the request headers failed")
-		return &hostError
+		return false
 	}
 	// The host's layout (proxy-wasm ABI): the number of headers, then each
 	// name's and value's size, then the names and values, each followed by a NUL.
@@ -213,14 +354,14 @@ func (r *request) load() *denial {
 	}
 	if count < 0 || count > len(data)/8 {
 		proxywasm.LogError(policyName + ": the host's request headers are malformed")
-		return &hostError
+		return false
 	}
 	for sizes, at := 4, 4+8*count; sizes < 4+8*count; sizes += 8 {
 		nameSize := int(binary.LittleEndian.Uint32(data[sizes:]))
 		valueSize := int(binary.LittleEndian.Uint32(data[sizes+4:]))
 		if nameSize < 0 || valueSize < 0 || at+nameSize+valueSize+2 > len(data) {
 			proxywasm.LogError(policyName + ": the host's request headers are malformed")
-			return &hostError
+			return false
 		}
 		name := unsafe.String(&data[at], nameSize)
 		raw := unsafe.String(&data[at+nameSize+1], valueSize)
@@ -236,7 +377,7 @@ func (r *request) load() *denial {
 		}
 		r.count[f]++
 	}
-	return r.prepare()
+	return true
 }
 
 // lookupField maps a header name, in any case, to the field it is, or -1. Only
@@ -277,41 +418,13 @@ const requestHeaders = 0
 //go:wasmimport env proxy_get_header_map_pairs
 func proxyGetHeaderMapPairs(mapType uint32, returnData unsafe.Pointer, returnSize *int32) uint32
 
-// prepare refuses a request the policy cannot judge safely (in this order: a
-// path not in normal form, a header value with surrounding whitespace, too
-// many readings) and turns each field's values into its readings.
-func (r *request) prepare() *denial {
-	for f := field(0); f < numFields; f++ {
-		if r.count[f] == 0 {
-			continue
-		}
-		if hasOWS(r.first[f]) {
-			return r.refuseValue(f, r.first[f])
-		}
-		for _, v := range r.more[f] {
-			if hasOWS(v) {
-				return r.refuseValue(f, v)
-			}
-		}
-	}
-	readings := 1
+// expandAll turns each field's values into its readings (see expand).
+func (r *request) expandAll() {
 	for f := field(0); f < numFields; f++ {
 		if r.count[f] > 0 {
-			readings *= r.expand(f)
-			if readings > maxReadings {
-				return &tooManyReadings
-			}
+			r.expand(f)
 		}
 	}
-	return nil
-}
-
-// refuseValue refuses the request for the field's value v (which the log shows).
-func (r *request) refuseValue(f field, v string) *denial {
-	r.first[f], r.more[f], r.count[f] = v, nil, 1
-	d := badValue
-	d.why = []field{f}
-	return &d
 }
 
 // hasOWS reports whether v starts or ends with a space or a tab.
@@ -321,13 +434,12 @@ func hasOWS(v string) bool {
 
 // expand turns the field's values into its readings, each once: every value
 // (normalised), each element of a value that may be a list, and, for a field
-// sent more than once, all values joined. It returns how many there are,
-// stopping past maxReadings.
-func (r *request) expand(f field) int {
+// sent more than once, all values joined; at most 1+maxReadings.
+func (r *request) expand(f field) {
 	delimiter := listDelimiters[f]
 	if r.count[f] == 1 && (delimiter == "" || !strings.Contains(r.first[f], delimiter)) {
 		r.first[f] = normalize(f, r.first[f])
-		return 1
+		return
 	}
 	raw := append([]string{r.first[f]}, r.more[f]...)
 	r.first[f] = normalize(f, raw[0])
@@ -349,7 +461,6 @@ func (r *request) expand(f field) int {
 		}
 		r.add(f, joined)
 	}
-	return 1 + len(r.more[f])
 }
 
 // add makes v a reading of the field unless it already is one, or the field
@@ -373,10 +484,10 @@ func normalize(f field, value string) string {
 	return value
 }
 
-// nextReading moves to the next combination of readings; false when every
-// combination has been evaluated.
-func (r *request) nextReading() bool {
-	for f := field(0); f < numFields; f++ {
+// nextReading moves to the next combination of readings of the fields; false
+// when every combination has been evaluated.
+func (r *request) nextReading(fields []field) bool {
+	for _, f := range fields {
 		if len(r.more[f]) == 0 {
 			continue
 		}

@@ -48,43 +48,209 @@ type httpContext struct {
 // OnHttpRequestHeaders applies the policy to the request headers.
 func (*httpContext) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
 	var r request
-	if d := r.evaluate(); d != nil {
-		return r.deny(d)
+	loaded := r.load()
+	liveRefused := r.refusal(&live, loaded)
+	r.expandAll()
+	d, pick := r.decide(&live, liveRefused)
+	d.metric.Increment(1)
+	setState(stateKey, d.state)
+	if !d.deny {
+		return types.ActionContinue
 	}
-	return types.ActionContinue
+	r.pick = pick
+	return r.deny(d)
 }
 
-// evaluate runs the rules on one reading of the request: nil means allow.
-func (r *request) evaluate() *denial {
+// A policy is one policy's rules (evaluate) and refusals, over the fields it reads.
+type policy struct {
+	fields          []field
+	readsPath       bool
+	evaluate        func(r *request) *decision
+	tooManyReadings *decision
+	badPath         *decision
+	badValue        *decision
+	hostError       *decision
+}
+
+// refusal is the policy's refusal of the request before any rule runs, if
+// any, except for too many readings (decide checks that): the host failed, a
+// path not in normal form, a header value with surrounding whitespace.
+func (r *request) refusal(p *policy, loaded bool) *decision {
+	if !loaded {
+		return p.hostError
+	}
+	for _, f := range p.fields {
+		if r.count[f] == 0 {
+			continue
+		}
+		if hasOWS(r.first[f]) {
+			return refuseValue(p, f, r.first[f])
+		}
+		for _, v := range r.more[f] {
+			if hasOWS(v) {
+				return refuseValue(p, f, v)
+			}
+		}
+	}
+	return nil
+}
+
+// refuseValue is the policy's refusal for the field's value v (which the log shows).
+func refuseValue(p *policy, f field, v string) *decision {
+	d := *p.badValue
+	d.logLine += ": " + fieldLabels[f] + " is " + strconv.Quote(v)
+	return &d
+}
+
+// decide is the policy's decision on the request, and the reading it was made
+// on: every reading is evaluated, and the earliest rule that denies any of
+// them decides; if none denies, the first reading's decision stands.
+func (r *request) decide(p *policy, refused *decision) (*decision, [numFields]int) {
+	r.pick = [numFields]int{}
+	if refused != nil {
+		return refused, r.pick
+	}
+	readings := 1
+	for _, f := range p.fields {
+		readings *= 1 + len(r.more[f])
+		if readings > maxReadings {
+			return p.tooManyReadings, r.pick
+		}
+	}
+	chosen := p.evaluate(r)
+	chosenPick := r.pick
+	for r.nextReading(p.fields) {
+		if d := p.evaluate(r); d.deny && (!chosen.deny || d.rank < chosen.rank) {
+			chosen, chosenPick = d, r.pick
+		}
+	}
+	return chosen, chosenPick
+}
+
+// A decision is what a rule, the default, or a refusal decides: allow, or
+// deny with a local response. by names what decided (file:line, default,
+// no-rule, or the refusal); state is what the plug-in puts into Envoy's filter
+// state; response numbers the policy's response (equal responses, equal numbers).
+type decision struct {
+	rank       int
+	by         string
+	deny       bool
+	logLine    string
+	status     uint32
+	headers    [][2]string
+	body       []byte
+	why        []field
+	response   int
+	state      []byte
+	metricName string
+	metric     proxywasm.MetricCounter
+}
+
+// live is the policy "maintenance" from policy.hp.
+var live = policy{
+	fields:          []field{},
+	readsPath:       false,
+	evaluate:        (*request).evaluate,
+	tooManyReadings: &tooManyReadings,
+	badPath:         &badPath,
+	badValue:        &badValue,
+	hostError:       &hostError,
+}
+
+// evaluate runs the rules of policy.hp on one reading of the request.
+func (r *request) evaluate() *decision {
 	// policy.hp:3:
 	//   default deny 503 "down for maintenance" with header retry-after = "600"
 	return &denyDefault
 }
 
-// A denial is the local response a deny rule sends.
-type denial struct {
-	rank    int
-	logLine string
-	status  uint32
-	headers [][2]string
-	body    []byte
-	why     []field
+var noRule = decision{
+	rank:       0,
+	by:         "no-rule",
+	state:      []byte("allow - no-rule"),
+	metricName: "hdrpolicy.decisions.maintenance.enforce.allow.no_rule",
 }
 
-// policy.hp:3
-var denyDefault = denial{
-	rank:    0,
-	logLine: "maintenance: policy.hp:3: denied with 503",
-	status:  503,
-	headers: [][2]string{{"content-type", "text/plain"}, {"retry-after", "600"}},
-	body:    []byte("down for maintenance"),
-	why:     []field{},
+var denyDefault = decision{
+	rank:       0,
+	by:         "default",
+	deny:       true,
+	logLine:    "maintenance: policy.hp:3: denied with 503",
+	status:     503,
+	headers:    [][2]string{{"content-type", "text/plain"}, {"retry-after", "600"}},
+	body:       []byte("down for maintenance"),
+	why:        []field{},
+	response:   1,
+	state:      []byte("deny 503 default"),
+	metricName: "hdrpolicy.decisions.maintenance.enforce.deny.default",
 }
 
-// deny sends the rule's response and logs, at debug level, which rule fired and why.
+// Refusals, before any rule runs: more than maxReadings readings; a path not
+// in normal form (the service could resolve it to a path other than the one
+// the policy would judge); a value with leading or trailing spaces or tabs
+// (malformed in HTTP/2, trimmed by HTTP/1.1: the policy judges trimmed values
+// only); a request whose headers the host could not hand over (the policy
+// never runs on a request with headers missing).
+var tooManyReadings = decision{
+	rank:       -1,
+	by:         "too-many-readings",
+	deny:       true,
+	logLine:    "maintenance: too many repeated request headers: denied with 431",
+	status:     431,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("too many repeated request headers"),
+	why:        []field{},
+	response:   2,
+	state:      []byte("deny 431 too-many-readings"),
+	metricName: "hdrpolicy.decisions.maintenance.enforce.deny.too_many_readings",
+}
+
+var badPath = decision{
+	rank:       -1,
+	by:         "path-not-normal",
+	deny:       true,
+	logLine:    "maintenance: path not in normal form: denied with 400",
+	status:     400,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("path not in normal form"),
+	why:        []field{},
+	response:   3,
+	state:      []byte("deny 400 path-not-normal"),
+	metricName: "hdrpolicy.decisions.maintenance.enforce.deny.path_not_normal",
+}
+
+var badValue = decision{
+	rank:       -1,
+	by:         "padded-value",
+	deny:       true,
+	logLine:    "maintenance: header value with surrounding whitespace: denied with 400",
+	status:     400,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("header value with surrounding whitespace"),
+	why:        []field{},
+	response:   4,
+	state:      []byte("deny 400 padded-value"),
+	metricName: "hdrpolicy.decisions.maintenance.enforce.deny.padded_value",
+}
+
+var hostError = decision{
+	rank:       -1,
+	by:         "host-error",
+	deny:       true,
+	logLine:    "maintenance: the policy could not read the request: denied with 500",
+	status:     500,
+	headers:    [][2]string{{"content-type", "text/plain"}},
+	body:       []byte("the policy could not read the request"),
+	why:        []field{},
+	response:   5,
+	state:      []byte("deny 500 host-error"),
+	metricName: "hdrpolicy.decisions.maintenance.enforce.deny.host_error",
+}
+
+// deny sends the decision's response and logs, at debug level, which rule fired and why.
 // The SDK's ABI (0.2.0) cannot ask Envoy for its log level, so the line is built
 // on every denial: in one buffer, one allocation.
-func (r *request) deny(d *denial) types.Action {
+func (r *request) deny(d *decision) types.Action {
 	var msg strings.Builder
 	msg.Grow(len(d.logLine) + 96)
 	msg.WriteString(d.logLine)
@@ -101,6 +267,39 @@ func (r *request) deny(d *denial) types.Action {
 		proxywasm.LogError(policyName + ": sending the local response failed: " + err.Error())
 	}
 	return types.ActionPause
+}
+
+// stateKey names the filter state that holds the decision; Envoy prefixes
+// "wasm.", so an access log reads it as %FILTER_STATE(wasm.hdrpolicy.maintenance:PLAIN)%.
+var stateKey = []string{"hdrpolicy.maintenance"}
+
+// setState puts a decision into Envoy's filter state, for the access log.
+func setState(key []string, value []byte) {
+	if err := proxywasm.SetProperty(key, value); err != nil {
+		proxywasm.LogDebug(policyName + ": setting the filter state failed: " + err.Error())
+	}
+}
+
+// decisions are every decision of the build, each with its counter.
+var decisions = []*decision{
+	&noRule,
+	&denyDefault,
+	&tooManyReadings, &badPath, &badValue, &hostError,
+}
+
+// OnPluginStart defines the counters (Envoy shows them under "wasmcustom.");
+// should the host refuse one, the start fails with a log line, not a panic.
+func (*pluginContext) OnPluginStart(pluginConfigurationSize int) (status types.OnPluginStartStatus) {
+	defer func() {
+		if failure := recover(); failure != nil {
+			proxywasm.LogCritical(policyName + ": defining the metrics failed")
+			status = types.OnPluginStartStatusFailed
+		}
+	}()
+	for _, d := range decisions {
+		d.metric = proxywasm.DefineCounterMetric(d.metricName)
+	}
+	return types.OnPluginStartStatusOK
 }
 
 // A field is one request header (or pseudo-header) that the policy reads.
@@ -125,49 +324,6 @@ type request struct {
 // maxReadings bounds the work a request with many readings can cause.
 const maxReadings = 64
 
-// tooManyReadings refuses a request that has more than maxReadings readings.
-var tooManyReadings = denial{
-	rank:    -1,
-	logLine: "maintenance: too many repeated request headers: denied with 431",
-	status:  431,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("too many repeated request headers"),
-	why:     []field{},
-}
-
-// badPath refuses a path not in normal form: the service could resolve it to
-// a path other than the one the policy would judge.
-var badPath = denial{
-	rank:    -1,
-	logLine: "maintenance: path not in normal form: denied with 400",
-	status:  400,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("path not in normal form"),
-	why:     []field{},
-}
-
-// badValue refuses a value with leading or trailing spaces or tabs (malformed
-// in HTTP/2, trimmed by HTTP/1.1): the policy judges trimmed values only.
-var badValue = denial{
-	rank:    -1,
-	logLine: "maintenance: header value with surrounding whitespace: denied with 400",
-	status:  400,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("header value with surrounding whitespace"),
-	why:     []field{},
-}
-
-// hostError refuses a request whose headers the host could not hand over:
-// the policy never runs on a request with headers missing.
-var hostError = denial{
-	rank:    -1,
-	logLine: "maintenance: the policy could not read the request: denied with 500",
-	status:  500,
-	headers: [][2]string{{"content-type", "text/plain"}},
-	body:    []byte("the policy could not read the request"),
-	why:     []field{},
-}
-
 // listDelimiters: a value of these fields may be a list (Envoy joins repeated
 // values of its built-in headers with ","), so each element is a reading too.
 var listDelimiters = [numFields]string{}
@@ -179,9 +335,9 @@ var joiners = [numFields]string{}
 var pseudoNames = [numFields]string{}
 
 // load reads the pseudo-headers the policy needs, one host call each (they
-// cannot repeat, so the policy never needs the whole header map), and
-// prepares the readings; a denial refuses the request before any rule runs.
-func (r *request) load() *denial {
+// cannot repeat, so the policy never needs the whole header map); false when
+// the host failed (the policy then refuses the request).
+func (r *request) load() bool {
 	for f := field(0); f < numFields; f++ {
 		value, err := proxywasm.GetHttpRequestHeader(pseudoNames[f])
 		if err == nil {
@@ -189,47 +345,19 @@ func (r *request) load() *denial {
 			r.count[f] = 1
 		} else if !errors.Is(err, types.ErrorStatusNotFound) {
 			proxywasm.LogError(policyName + ": reading " + pseudoNames[f] + " failed: " + err.Error())
-			return &hostError
+			return false
 		}
 	}
-	return r.prepare()
+	return true
 }
 
-// prepare refuses a request the policy cannot judge safely (in this order: a
-// path not in normal form, a header value with surrounding whitespace, too
-// many readings) and turns each field's values into its readings.
-func (r *request) prepare() *denial {
-	for f := field(0); f < numFields; f++ {
-		if r.count[f] == 0 {
-			continue
-		}
-		if hasOWS(r.first[f]) {
-			return r.refuseValue(f, r.first[f])
-		}
-		for _, v := range r.more[f] {
-			if hasOWS(v) {
-				return r.refuseValue(f, v)
-			}
-		}
-	}
-	readings := 1
+// expandAll turns each field's values into its readings (see expand).
+func (r *request) expandAll() {
 	for f := field(0); f < numFields; f++ {
 		if r.count[f] > 0 {
-			readings *= r.expand(f)
-			if readings > maxReadings {
-				return &tooManyReadings
-			}
+			r.expand(f)
 		}
 	}
-	return nil
-}
-
-// refuseValue refuses the request for the field's value v (which the log shows).
-func (r *request) refuseValue(f field, v string) *denial {
-	r.first[f], r.more[f], r.count[f] = v, nil, 1
-	d := badValue
-	d.why = []field{f}
-	return &d
 }
 
 // hasOWS reports whether v starts or ends with a space or a tab.
@@ -239,13 +367,12 @@ func hasOWS(v string) bool {
 
 // expand turns the field's values into its readings, each once: every value
 // (normalised), each element of a value that may be a list, and, for a field
-// sent more than once, all values joined. It returns how many there are,
-// stopping past maxReadings.
-func (r *request) expand(f field) int {
+// sent more than once, all values joined; at most 1+maxReadings.
+func (r *request) expand(f field) {
 	delimiter := listDelimiters[f]
 	if r.count[f] == 1 && (delimiter == "" || !strings.Contains(r.first[f], delimiter)) {
 		r.first[f] = normalize(f, r.first[f])
-		return 1
+		return
 	}
 	raw := append([]string{r.first[f]}, r.more[f]...)
 	r.first[f] = normalize(f, raw[0])
@@ -267,7 +394,6 @@ func (r *request) expand(f field) int {
 		}
 		r.add(f, joined)
 	}
-	return 1 + len(r.more[f])
 }
 
 // add makes v a reading of the field unless it already is one, or the field
@@ -291,10 +417,10 @@ func normalize(f field, value string) string {
 	return value
 }
 
-// nextReading moves to the next combination of readings; false when every
-// combination has been evaluated.
-func (r *request) nextReading() bool {
-	for f := field(0); f < numFields; f++ {
+// nextReading moves to the next combination of readings of the fields; false
+// when every combination has been evaluated.
+func (r *request) nextReading(fields []field) bool {
+	for _, f := range fields {
 		if len(r.more[f]) == 0 {
 			continue
 		}

@@ -2,8 +2,10 @@
 // proxy-wasm Go SDK's own host emulator (proxytest, which runs the module in
 // wazero) and drives many requests through one VM.
 //
-// It reads {"requests": [{"headers": [[name, value], ...]}, ...]} as JSON on
-// stdin and writes {"results": [...]} on stdout. Names, values and bodies are
+// It reads {"requests": [{"headers": [[name, value], ...]}, ...], "counters":
+// [name, ...], "state": [key, ...]} as JSON on stdin and writes {"results":
+// [...]} on stdout: per request, what the plug-in did, the named counters it
+// incremented and the filter state keys it set. Names, values and bodies are
 // byte strings, so they travel base64-encoded ([]byte in encoding/json).
 package main
 
@@ -25,6 +27,8 @@ type request struct {
 
 type input struct {
 	Requests []request `json:"requests"`
+	Counters []string  `json:"counters"`
+	State    []string  `json:"state"`
 }
 
 type localResponse struct {
@@ -34,12 +38,18 @@ type localResponse struct {
 }
 
 type result struct {
-	Action   string         `json:"action"`
-	Response *localResponse `json:"response"`
-	Debug    []string       `json:"debug"`
-	Errors   []string       `json:"errors"`
-	Trap     string         `json:"trap,omitempty"`
+	Action   string            `json:"action"`
+	Response *localResponse    `json:"response"`
+	Debug    []string          `json:"debug"`
+	Errors   []string          `json:"errors"`
+	Info     []string          `json:"info"`
+	Trap     string            `json:"trap,omitempty"`
+	Counters map[string]uint64 `json:"counters"`
+	State    map[string][]byte `json:"state"`
 }
+
+// unset marks a filter state key the plug-in has not set during a request.
+var unset = []byte("\x00unset")
 
 func main() {
 	if len(os.Args) != 2 {
@@ -63,7 +73,24 @@ func main() {
 	results := make([]result, 0, len(in.Requests))
 	start := time.Now()
 	for _, req := range in.Requests {
-		results = append(results, run(host, req))
+		before := counters(host, in.Counters)
+		for _, key := range in.State {
+			fail(host.SetProperty([]string{key}, unset))
+		}
+		res := run(host, req)
+		res.Counters = map[string]uint64{}
+		for name, value := range counters(host, in.Counters) {
+			if value != before[name] {
+				res.Counters[name] = value - before[name]
+			}
+		}
+		res.State = map[string][]byte{}
+		for _, key := range in.State {
+			if value, err := host.GetProperty([]string{key}); err == nil && string(value) != string(unset) {
+				res.State[key] = append([]byte{}, value...)
+			}
+		}
+		results = append(results, res)
 	}
 	elapsed := time.Since(start)
 	enc := json.NewEncoder(os.Stdout)
@@ -71,14 +98,27 @@ func main() {
 	fail(enc.Encode(map[string]any{"results": results, "run_ns": elapsed.Nanoseconds()}))
 }
 
+// counters are the named counters' values (a counter not defined is left out).
+func counters(host proxytest.HostEmulator, names []string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, name := range names {
+		if value, err := host.GetCounterMetric(name); err == nil {
+			out[name] = value
+		}
+	}
+	return out
+}
+
 func run(host proxytest.HostEmulator, req request) (res result) {
 	debugBefore, errorsBefore := len(host.GetDebugLogs()), len(host.GetErrorLogs())
+	infoBefore := len(host.GetInfoLogs())
 	defer func() {
 		if r := recover(); r != nil {
 			res.Trap = fmt.Sprint(r)
 		}
 		res.Debug = append([]string{}, host.GetDebugLogs()[debugBefore:]...)
 		res.Errors = append([]string{}, host.GetErrorLogs()[errorsBefore:]...)
+		res.Info = append([]string{}, host.GetInfoLogs()[infoBefore:]...)
 	}()
 	headers := make([][2]string, len(req.Headers))
 	for i, kv := range req.Headers {
