@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from conftest import EXAMPLES, REPO, hdrpolicy
 from hdrpolicy.analysis.budget import Budget
 from hdrpolicy.analysis.diff import diff_policies
@@ -45,6 +47,8 @@ def _hogs() -> list[subprocess.Popen[bytes]]:
     ]
 
 
+# Saturates both cores for half a minute on purpose: slow.
+@pytest.mark.slow
 def test_same_findings_on_every_run_even_with_the_cpu_saturated(tmp_path: Path) -> None:
     generated = tmp_path / "generated-200.hp"
     generated.write_text(_bench().generated(200))

@@ -95,6 +95,8 @@ def test_the_examples_tests_cover_every_rule_and_side(policy: Path) -> None:
     assert c.complete_rules() and c.gaps() == []
 
 
+# Runs `hdrpolicy test`, which builds the plug-in and runs the emulator.
+@pytest.mark.slow
 def test_cli_reports_coverage_as_text_and_json() -> None:
     policy = str(EXAMPLES / "header-authorization.hp")
     proc = hdrpolicy("test", "--coverage", policy)
