@@ -241,3 +241,20 @@ def test_the_plugin_refuses_and_judges_exactly_as_the_evaluator(tmp_path: Path) 
     )
     # Empty-bodied 451: no content-type from the plug-in either.
     assert plugin[len(requests) - 2].headers == []
+
+
+@pytest.mark.slow
+def test_not_a_word_boundary_is_judged_between_characters_as_the_plugin_does(
+    tmp_path: Path,
+) -> None:
+    """RE2 alone would find `\\B` between the bytes of U+212A; Go's regexp, and so the
+    plug-in and the evaluator, look between characters only."""
+    result = compile_text('deny 403 "no" when header x matches "\\\\B"', tmp_path)
+    assert result.checked.ok and result.checked.policy is not None
+    values = ["K\u212aK", "1\u212a1", "K\u212a", "\u212a\u212a", "ab", "a b", "é"]
+    delivered = [deliver(Protocol.HTTP2, sent(("x", v))) for v in values]
+    decisions = [evaluate(result.checked.policy, d) for d in delivered]
+    plugin = run_plugin(result.out_dir / "plugin.wasm", delivered)
+    for value, decision, got in zip(values, decisions, plugin, strict=True):
+        assert agreement(decision, got) is None, (value, agreement(decision, got))
+    assert [d.allowed for d in decisions] == [True, True, False, False, False, True, False]

@@ -148,7 +148,13 @@ codecs.register_error("hdrpolicy-go", _go_replace)
 def _search(value: bytes, pattern: bytes) -> bool:
     """Go's `regexp.MatchString`: an unanchored search over the value read as UTF-8."""
     text = value.decode("utf-8", "hdrpolicy-go")
-    return _regex(pattern.decode()).search(text) is not None
+    source = pattern.decode()
+    if "\\B" in source:
+        # RE2 tries `\B` between the bytes of a multi-byte character as well; Go's
+        # `regexp` only between characters.  Stepping over whole characters to where
+        # the match starts gives Go's answer.
+        return _regex(rf"\A(?s:.)*?(?:{source})").match(text) is not None
+    return _regex(source).search(text) is not None
 
 
 def _literal(alg: Algebra, text: str, folded: bool) -> Re:
