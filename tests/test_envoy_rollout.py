@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES
+from envoy_support import policy_of
 from hdrpolicy import clients, rollout
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.compiler import cached_wasm
@@ -99,8 +100,8 @@ def counted(rig: Rig, before: Counter[str], want: Counter[str]) -> Counter[str]:
 
 def model(listener: str, protocol: Protocol, request: SentRequest) -> rollout.Outcome:
     options, shadow = BUILDS[listener]
-    live = rollout.Side(TUTORIAL.policy, "header-authorization.hp")  # type: ignore[arg-type]
-    next_ = rollout.Side(shadow.policy, "header-authorization-yes.hp") if shadow else None  # type: ignore[arg-type]
+    live = rollout.Side(policy_of(TUTORIAL), "header-authorization.hp")
+    next_ = rollout.Side(policy_of(shadow), "header-authorization-yes.hp") if shadow else None
     return rollout.run(options.build(live, next_), deliver(protocol, request))
 
 
