@@ -1,4 +1,4 @@
-"""The cost per request of the plug-in's counters and filter state, in a real Envoy (prints figures).
+"""Cost per request of the counters and filter state, in a real Envoy (prints figures).
 
 Builds the tutorial's policy three ways: bare (`--no-metrics
 --no-filter-state`), with the counters only (`--no-filter-state`), and as
