@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrpolicy import semantics
-from hdrpolicy.codec import Protocol, deliver
+from hdrpolicy.codec import Protocol, deliver, rejected
 from hdrpolicy.evaluate import CompareTrace, evaluate, fires, readings
 from hdrpolicy.fmt import condition_text
 from hdrpolicy.frontend import ir
@@ -159,18 +159,23 @@ def measure(path: str, tests: str, policy: ir.Policy, cases: list[Case]) -> Poli
     for case in cases:
         # What the plug-in sees differs per protocol (codec.deliver): a case covers
         # what the readings of either protocol exercise, each distinct reading once;
-        # its decision is counted once, over the first protocol.
+        # its decision is counted once, over the first protocol that judges it
+        # (Envoy's codecs and the refusals may stop it before any rule on one).
         seen_readings: dict[tuple[tuple[str, bytes | None], ...], dict[str, bytes | None]] = {}
-        for n, protocol in enumerate(Protocol):
+        counted = False
+        for protocol in Protocol:
+            if rejected(protocol, case.request()):
+                continue  # Envoy refuses it before the plug-in runs
             request = deliver(protocol, case.request())
             decision = evaluate(policy, request)
             if decision.refusal is not None:
                 continue  # refused before any rule ran
-            if n == 0 and decision.rule is not None:
+            if not counted and decision.rule is not None:
                 decided = next(i for i, r in enumerate(policy.rules) if r is decision.rule)
                 rules[decided].decided += 1
-            elif n == 0:
+            elif not counted:
                 coverage.fallthrough += 1
+            counted = True
             for values in readings(policy, request):
                 seen_readings.setdefault(tuple(sorted(values.items())), values)
         for values in seen_readings.values():

@@ -69,7 +69,3 @@ class Budget:
     @property
     def left_ms(self) -> int:
         return int((self.deadline - time.monotonic()) * 1000)
-
-    @property
-    def steps_spent(self) -> int:
-        return -(-self.spent // UNITS_PER_STEP)

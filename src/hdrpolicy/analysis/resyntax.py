@@ -59,7 +59,6 @@ class Assert:
 
 
 Node = Chars | Concat | Alternate | Repeat | Assert
-EMPTY = Concat(())
 
 
 @dataclass(frozen=True)
