@@ -37,6 +37,11 @@ from enum import StrEnum
 
 Headers = list[tuple[bytes, bytes]]
 
+# The name under which a delivered request carries Envoy's `source.address`
+# property (the downstream remote address): a pseudo-header no client can send.
+# (`frontend.ir.CLIENT_ADDRESS` is the same name.)
+CLIENT_ADDRESS = ":source.address"
+
 
 class Protocol(StrEnum):
     """How the client talks to Envoy."""
@@ -53,6 +58,9 @@ class SentRequest:
     path: str
     host: str
     headers: tuple[tuple[str, str], ...] = ()
+    # Where the client connects from (`ip:port`): Envoy's `source.address`
+    # property, which the plug-in reads for `client` (None: not modelled).
+    client: str | None = None
 
 
 # Envoy 1.40.0's inline request headers (start-up log "request header map",
@@ -278,6 +286,8 @@ def deliver(protocol: Protocol, request: SentRequest) -> Headers:
         (":path", _target(protocol, request.path)),
         (":authority", authority),
     ]
+    if request.client is not None:
+        out.append((CLIENT_ADDRESS, request.client))
     for name, value in pairs:
         delimiter = _delimiter(protocol, name)
         if delimiter is None:

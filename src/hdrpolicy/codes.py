@@ -214,6 +214,70 @@ class Code(StrEnum):
         '`deny 204 "gone"`, `deny 403 with header content-type = "application/json"`',
         "drop the body or the `content-type`, or choose a status that takes a body",
     )
+    HP216 = (
+        "HP216",
+        _E,
+        "unknown list",
+        "a comparison with a named list that no `list` declares",
+        "`header x-user in admins` without `list admins = [...]`",
+        'declare the list with `list NAME = [...]` or `list NAME from "FILE"`, or fix the name',
+    )
+    HP217 = (
+        "HP217",
+        _W,
+        "unused list",
+        "a `list` no comparison uses",
+        '`list admins = ["alice"]` and no `in admins`',
+        "use the list, or remove it",
+    )
+    HP218 = (
+        "HP218",
+        _E,
+        "duplicate list",
+        "two `list`s with one name",
+        '`list a = ["x"]` twice',
+        "rename or merge the lists",
+    )
+    HP219 = (
+        "HP219",
+        _E,
+        "list file cannot be read",
+        "a list file that cannot be read, is not UTF-8, or is given by an absolute path",
+        '`list tenants from "missing.txt"`',
+        "give the file's path relative to the policy file",
+    )
+    HP220 = (
+        "HP220",
+        _E,
+        "operator does not apply to the subject",
+        "an operator a subject does not take",
+        '`client == "10.0.0.1"`, `client in ["10.0.0.0/8"] ignoring case`',
+        "`client` takes `in` and `not in` with address ranges",
+    )
+    HP221 = (
+        "HP221",
+        _E,
+        "invalid address range",
+        "a client address range that is not a CIDR or an IP address",
+        '`client in ["10.0.0.0/33"]`, `client in ["10.0.0.0/8 "]`',
+        "write a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
+    )
+    HP222 = (
+        "HP222",
+        _W,
+        "address range with host bits set",
+        "a CIDR whose address has bits set past its prefix (they are ignored)",
+        '`client in ["10.1.2.3/8"]`',
+        "write the range's first address, e.g. 10.0.0.0/8",
+    )
+    HP223 = (
+        "HP223",
+        _W,
+        "repeated value in a list",
+        "a value given twice in one list",
+        '`list admins = ["alice", "alice"]`',
+        "remove the repeated value",
+    )
     # -- policy test files ---------------------------------------------------
     HP301 = (
         "HP301",

@@ -46,6 +46,8 @@ class Diagnostic:
     notes: tuple[str, ...] = ()
     # The reason given by a `# hdrpolicy: ignore` comment that silences it (`suppress`).
     suppression: str | None = None
+    # The file it is in when that is not the policy file (a list file), else None.
+    source: Source | None = field(default=None, compare=False)
 
 
 # What ends a line.  CR, CRLF and LF are all line breaks (as `cat`, editors and
@@ -136,8 +138,9 @@ class Source:
         return self.text[begin : end if end >= 0 else len(self.text)]
 
 
-def sort_key(d: Diagnostic) -> tuple[int, int, str]:
-    return (d.span.start, d.span.end, d.code)
+def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
+    """The policy file's diagnostics in order, then each list file's."""
+    return ("" if d.source is None else d.source.path, d.span.start, d.span.end, d.code)
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
@@ -166,6 +169,7 @@ def _visible_char(ch: str) -> str:
 
 def render_text(source: Source, d: Diagnostic) -> str:
     """`file:line:col: error[CODE]: message`, the source line, a caret, help."""
+    source = d.source or source
     head = f"{source.path}:{d.span.line}:{d.span.column}: {d.severity.value}[{d.code}]: {d.message}"
     line = source.line_text(d.span.line)
     before = visible(line[: d.span.column - 1])
@@ -183,6 +187,7 @@ def render_text(source: Source, d: Diagnostic) -> str:
 
 
 def to_json(source: Source, d: Diagnostic) -> dict[str, Any]:
+    source = d.source or source
     return {
         "file": source.path,
         "code": d.code,

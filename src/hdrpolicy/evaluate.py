@@ -26,7 +26,19 @@ def normalize(subject: ir.Subject, value: bytes) -> bytes:
     return semantics.subject(subject.kind).normalize(value)
 
 
+def values_in(subject: ir.Subject, value: bytes) -> list[bytes]:
+    """The values a subject has in one value the host passed: the value normalised,
+    or a named subject's values in it (a query parameter's, a cookie's)."""
+    extract = semantics.subject(subject.kind).extract
+    if extract is None:
+        return [normalize(subject, value)]
+    assert subject.name is not None
+    return extract(value, subject.name.encode())
+
+
 _OWS = semantics.OWS
+# The subjects whose values must be in normal form, in the order they are checked.
+NORMAL_FORM_ORDER = (ir.SubjectKind.PATH, ir.SubjectKind.QUERY)
 # Re-exported: the tests and `explain` read the path's rule from here.
 path_in_normal_form = semantics.path_in_normal_form
 
@@ -93,7 +105,7 @@ def _response(response: ir.Response) -> tuple[int, bytes, tuple[tuple[bytes, byt
 
 def compare(cmp: ir.Compare, value: bytes | None) -> bool:
     """One comparison against one value (None: the header is missing)."""
-    meaning = semantics.operator(cmp.op)
+    meaning = semantics.comparison(cmp)
     positive = meaning.positive
     if positive.literals is Literals.NONE:
         result = value is not None
@@ -173,12 +185,18 @@ def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
     more than MAX_READINGS readings.
     """
     raw = _raw_values(policy, headers)
+    for kind in NORMAL_FORM_ORDER:
+        for subject, values in zip(policy.subjects, raw, strict=True):
+            meaning = semantics.subject(subject.kind)
+            if subject.kind is not kind or not values:
+                continue
+            assert meaning.in_normal_form is not None and meaning.refusal is not None
+            if not meaning.in_normal_form(values[0]):
+                status, body = meaning.refusal
+                return Refusal(status, body, subject, values[0])
     for subject, values in zip(policy.subjects, raw, strict=True):
-        normal = semantics.subject(subject.kind).in_normal_form
-        if normal is not None and values and not normal(values[0]):
-            return Refusal(ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY, subject, values[0])
-    for subject, values in zip(policy.subjects, raw, strict=True):
-        for value in values if not subject.is_pseudo else ():
+        padded = not subject.is_pseudo and semantics.subject(subject.kind).extract is None
+        for value in values if padded else ():
             if value != value.strip(_OWS):
                 return Refusal(ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY, subject, value)
     total = 1
@@ -190,27 +208,33 @@ def refusal(policy: ir.Policy, headers: Headers) -> Refusal | None:
 
 
 def subject_readings(subject: ir.Subject, values: list[bytes]) -> list[bytes]:
-    """A subject's readings, each once, in this order: for each value, the value and
-    (a header Envoy joins, `host`, `cookie`) each of its list elements; then, for
-    a subject sent more than once, all values joined with ", " ("; " for cookies).
+    """A subject's readings, each once, in this order: for each value the host
+    passed, its values (`values_in`) and (a header Envoy joins, `host`, the
+    `cookie` header) each of its list elements; then, for a subject with more
+    than one value, all of them joined (`semantics.joiner`: ", " for headers,
+    "; " for the cookie header, "," for a query parameter; cookies are not joined).
 
     Stops past MAX_READINGS: more can only be refused.
     """
-    delimiter = list_delimiter(subject.host_name)
+    delimiter = list_delimiter(subject)
     out: list[bytes] = []
+    found: list[bytes] = []
 
     def add(value: bytes) -> None:
         if value not in out and len(out) <= MAX_READINGS:
             out.append(value)
 
     for value in values:
-        add(normalize(subject, value))
+        own = values_in(subject, value)
+        found.extend(own)
+        for each in own:
+            add(each)
         if delimiter is not None and delimiter.encode() in value:
             for part in value.split(delimiter.encode()):
                 add(normalize(subject, part.strip(_OWS)))
-    if len(values) > 1:
-        joiner = semantics.joiner(delimiter).encode()
-        add(joiner.join(normalize(subject, v) for v in values))
+    joiner = semantics.joiner(subject)
+    if len(found) > 1 and joiner is not None:
+        add(joiner.encode().join(found))
     return out
 
 
@@ -248,7 +272,7 @@ def evaluate(policy: ir.Policy, headers: Headers) -> Decision:
             too_many_readings=refused.status == ir.TOO_MANY_READINGS_STATUS,
             readings=MAX_READINGS + 1 if refused.subject is None else 1,
             values={
-                s.key: normalize(s, vs[0]) if vs else None
+                s.key: next(iter(subject_readings(s, vs)), None)
                 for s, vs in zip(policy.subjects, _raw_values(policy, headers), strict=True)
             },
             refusal=refused,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t"}
 
 
@@ -23,3 +25,15 @@ def policy_string(value: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+# What a query parameter's or cookie's name may be written as without quotes
+# (the grammar's PARAM_NAME).
+_BARE_NAME = re.compile(r'^[^\s"()\[\],=#]+$')
+
+
+def name_text(name: str) -> str:
+    """A subject's name as the policy writes it: bare when it can be, else a string."""
+    if _BARE_NAME.match(name) and name.isprintable():
+        return name
+    return policy_string(name)

@@ -59,6 +59,7 @@ def rule(code: Code) -> dict[str, Any]:
 
 
 def _result(source: Source, d: Diagnostic, index: dict[Code, int]) -> dict[str, Any]:
+    source = d.source or source
     text = d.message
     extra = [*(f"note: {n}" for n in d.notes), *([f"help: {d.help}"] if d.help else [])]
     if extra:

@@ -12,6 +12,7 @@ the Go helpers the template defines, the README's checklist).
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,11 +114,15 @@ class OperatorMeaning:
     # The analysis's regular language of one atom: (algebra, literal, folded) → term;
     # raises `regular.Unsupported` for what it cannot translate.
     language: Callable[[Algebra, str, bool], Re] | None = None
+    # The subject kind whose own meaning this is (`client in`: address ranges), if any.
+    kind: ir.SubjectKind | None = None
+    # Its literals are address ranges (CIDRs), checked as such.
+    networks: bool = False
 
     @property
     def positive(self) -> OperatorMeaning:
         """The operator this one negates, or itself."""
-        return self if self.negation_of is None else operator(self.negation_of)
+        return self if self.negation_of is None else operator(self.negation_of, self.kind)
 
     @property
     def whole(self) -> bool:
@@ -175,6 +180,58 @@ def _pattern_language(alg: Algebra, pattern: str, folded: bool) -> Re:
     if isinstance(node, resyntax.Untranslatable):
         raise Unsupported(node.construct)
     return alg.search(node)
+
+
+def network(literal: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR literal's address range (host bits dropped; the checker warns of them).
+    Raises ValueError for what is not a CIDR or an address."""
+    return _network(literal)
+
+
+@cache
+def _network(literal: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if "%" in literal:
+        raise ValueError("an address with a zone")
+    return ipaddress.ip_network(literal, strict=False)
+
+
+def _in_network(value: bytes, literal: bytes) -> bool:
+    """Whether a client address (in `client_address`'s form; b"": none) is in the range."""
+    if not value:
+        return False
+    address = ipaddress.ip_address(value.decode("ascii"))
+    return address in network(literal.decode())
+
+
+def _network_language(alg: Algebra, literal: str, folded: bool) -> Re:
+    from hdrpolicy.analysis.regular import Unsupported
+
+    raise Unsupported("address ranges")
+
+
+def _subject_operator(op: ir.Op, kind: ir.SubjectKind) -> OperatorMeaning | None:
+    """An operator whose meaning is the subject's own (None: the operator's)."""
+    if kind is not ir.SubjectKind.CLIENT:
+        return None
+    match op:
+        case ir.Op.IN:
+            return OperatorMeaning(
+                op,
+                op.value,
+                Literals.LIST,
+                atom=ir.Op.IN,
+                holds=_in_network,
+                go_helper="inNetworks",
+                language=_network_language,
+                kind=kind,
+                networks=True,
+            )
+        case ir.Op.NOT_IN:
+            return OperatorMeaning(
+                op, op.value, Literals.LIST, negation_of=ir.Op.IN, kind=kind, networks=True
+            )
+        case _:
+            return None
 
 
 def _operator(op: ir.Op) -> OperatorMeaning:
@@ -272,14 +329,22 @@ def _operator(op: ir.Op) -> OperatorMeaning:
 
 
 @cache
-def operator(op: ir.Op) -> OperatorMeaning:
-    """The meaning of an operator."""
+def operator(op: ir.Op, kind: ir.SubjectKind | None = None) -> OperatorMeaning:
+    """The meaning of an operator (on a subject of this kind: some subjects give an
+    operator their own meaning, as `client in` tests address ranges)."""
+    if kind is not None and (own := _subject_operator(op, kind)) is not None:
+        return own
     return _operator(op)
+
+
+def comparison(cmp: ir.Compare) -> OperatorMeaning:
+    """The meaning of a comparison's operator on its subject."""
+    return operator(cmp.op, cmp.subject.kind)
 
 
 def folds(cmp: ir.Compare) -> bool:
     """Whether a comparison ignores case (the checker refuses it where it does not apply)."""
-    return cmp.ignore_case and operator(cmp.op).positive.ignore_case
+    return cmp.ignore_case and comparison(cmp).positive.ignore_case
 
 
 def holds(meaning: OperatorMeaning, literal: str, ignore_case: bool, value: bytes) -> bool:
@@ -300,11 +365,13 @@ class SubjectMeaning:
 
     `normalize` turns the value the host passes into the one rules judge
     (the evaluator's `normalize`; the template's `normalize` does the same in
-    Go, with one branch per kind whose `go_field` is set).  `domain` is the
-    analysis's language of the values rules can see (each a condition the
-    value meets: the trimmed value, the kind's own form).  `never` is HP210's
-    rule: why a literal can never match the normalised value (message, help;
-    none: it can).
+    Go, with one branch per kind whose `go_field` is set).  A *named* subject
+    (`query NAME`, `cookie NAME`) is read out of the host's values by
+    `extract` instead: every value the name has in one host value.  `domain`
+    is the analysis's language of the values rules can see (each a condition
+    the value meets: the trimmed value, the kind's own form).  `never` is
+    HP210's rule: why a literal can never match the normalised value
+    (message, help; none: it can).
     """
 
     kind: ir.SubjectKind
@@ -320,15 +387,24 @@ class SubjectMeaning:
     # The template's model key of this kind's field, for its normalisation branch.
     go_field: str | None = None
     # A value (as the host passes it) not in this form is refused before any rule
-    # runs (`ir.BAD_PATH_STATUS`); the domain holds only values in it.
+    # runs, with `refusal` (status, body); the domain holds only values in it.
     in_normal_form: Callable[[bytes], bool] | None = None
+    refusal: tuple[int, str] | None = None
     # What a witness request sends for it when a finding does not need it.
     plain: str | None = None
+    # Read from a value the host passes once: only the first counts, never padded.
+    single: bool = False
+    # A named subject's values in one host value: (value, name) → its values, in order.
+    extract: Callable[[bytes, bytes], list[bytes]] | None = None
+    # How several values make one more reading (None: they do not).
+    joiner: str | None = ", "
+    # The operators it takes (None: all).
+    operators: frozenset[ir.Op] | None = None
 
     @property
     def pseudo(self) -> bool:
-        """`:method`, `:path` or `:authority`: single by HTTP's rules and Envoy's codecs."""
-        return self.host_name is not None
+        """`:method`, `:path`, `:authority` or the client address: one value per request."""
+        return self.single
 
 
 OWS = b" \t"
@@ -385,6 +461,111 @@ def _strip_port(host: bytes) -> bytes:
 
 def _host(value: bytes) -> bytes:
     return fold(_strip_port(_trim(value)))
+
+
+def query_well_formed(value: bytes) -> bool:
+    """Whether every `%` in the query string (after the first `?`) starts `%XX`, XX hex."""
+    query = _trim(value).partition(b"?")[2]
+    i = query.find(b"%")
+    while i >= 0:
+        digits = query[i + 1 : i + 3]
+        if len(digits) < 2 or any(c not in _ANY_HEX for c in digits):
+            return False
+        i = query.find(b"%", i + 3)
+    return True
+
+
+_ANY_HEX = b"0123456789ABCDEFabcdef"
+
+
+def form_decode(text: bytes) -> bytes:
+    """HTML form decoding: `+` is a space, `%XX` a byte (a `%` not so is kept)."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == 0x2B:
+            out.append(0x20)
+        elif c == 0x25 and len(text) >= i + 3 and all(d in _ANY_HEX for d in text[i + 1 : i + 3]):
+            out.append(int(text[i + 1 : i + 3], 16))
+            i += 2
+        else:
+            out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def query_values(value: bytes, name: bytes) -> list[bytes]:
+    """Every value of the query parameter `name` in a `:path`, decoded, in order.
+
+    The query string is what follows the first `?`; parameters are separated by
+    `&` (empty ones skipped); a parameter's name is what comes before its first
+    `=` (without `=`: the value is empty); names and values are form-decoded
+    and names compared exactly, so `a%62=1` is a value of `ab`.
+    """
+    query = _trim(value).partition(b"?")[2]
+    out = []
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        key, _, val = part.partition(b"=")
+        if form_decode(key) == name:
+            out.append(form_decode(val))
+    return out
+
+
+def cookie_values(value: bytes, name: bytes) -> list[bytes]:
+    """Every value of the cookie `name` in a `cookie` header value, in order.
+
+    Cookies are separated by `;`; each is trimmed of spaces and tabs; its name
+    is what comes before its first `=` (trimmed; without `=`, the whole cookie
+    is the name and the value is empty), compared exactly; its value is
+    trimmed.  A value in double quotes is read both as sent and without them
+    (RFC 6265 allows the quotes; some services strip them, some do not).
+    """
+    out = []
+    for crumb in value.split(b";"):
+        key, _, val = crumb.strip(OWS).partition(b"=")
+        if not crumb.strip(OWS) or key.strip(OWS) != name:
+            continue
+        val = val.strip(OWS)
+        out.append(val)
+        if len(val) >= 2 and val[:1] == val[-1:] == b'"':
+            out.append(val[1:-1])
+    return out
+
+
+def client_address(value: bytes) -> bytes:
+    """Envoy's `source.address` (`10.1.2.3:5000`, `[2001:db8::1]:5000`, or a bare
+    address) as rules judge it: IPv4 dotted, IPv6 in full (eight groups of four
+    lower-case hex digits), an IPv4-mapped IPv6 address as IPv4; b"" when it is
+    not an IP address (a pipe, an address with a zone)."""
+    text = _trim(value).decode("ascii", "replace")
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and _is_port(port[1:]))):
+            return b""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not _is_port(port):
+            return b""
+    else:
+        host = text
+    if "%" in host:
+        return b""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return b""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped).encode()
+        return address.exploded.encode()
+    return str(address).encode()
+
+
+def _is_port(text: str) -> bool:
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535
 
 
 def _value_domain(alg: Algebra) -> list[Re]:
@@ -478,6 +659,40 @@ def _host_never(literal: str, meaning: OperatorMeaning, ignore_case: bool) -> li
     return found
 
 
+def _query_domain(alg: Algebra) -> list[Re]:
+    """A decoded value may hold any character."""
+    return [alg.full]
+
+
+def _cookie_domain(alg: Algebra) -> list[Re]:
+    """Trimmed, without `;`; one reading only: not in double quotes."""
+    quoted = alg.cat(alg.literal('"'), alg.full, alg.literal('"'))
+    no_semicolon = alg.star(alg.inter(alg.any_char, alg.compl(alg.literal(";"))))
+    return [*_value_domain(alg), no_semicolon, alg.compl(quoted)]
+
+
+def _client_domain(alg: Algebra) -> list[Re]:
+    """`client_address`'s forms (the analysis's `regular.client_domain`)."""
+    from hdrpolicy.analysis.regular import Unsupported
+
+    raise Unsupported("client addresses")
+
+
+def _cookie_never(literal: str, meaning: OperatorMeaning, ignore_case: bool) -> list[Finding]:
+    if ";" in literal:
+        return [
+            (
+                "a cookie's value never contains `;`: it separates cookies",
+                "compare a part of the value without `;`",
+            )
+        ]
+    return _spaces(literal, meaning, ignore_case)
+
+
+def _nothing_never(literal: str, meaning: OperatorMeaning, ignore_case: bool) -> list[Finding]:
+    return []
+
+
 def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
     match kind:
         case ir.SubjectKind.HEADER:
@@ -493,11 +708,21 @@ def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
                 _path_never,
                 go_field="path_field",
                 in_normal_form=path_in_normal_form,
+                refusal=(ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY),
                 plain="/",
+                single=True,
             )
         case ir.SubjectKind.METHOD:
             return SubjectMeaning(
-                kind, "method", ":method", (), _trim, _method_domain, _spaces, plain="GET"
+                kind,
+                "method",
+                ":method",
+                (),
+                _trim,
+                _method_domain,
+                _spaces,
+                plain="GET",
+                single=True,
             )
         case ir.SubjectKind.HOST:
             return SubjectMeaning(
@@ -510,6 +735,48 @@ def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
                 _host_never,
                 go_field="host_field",
                 plain="example.com",
+                single=True,
+            )
+        case ir.SubjectKind.QUERY:
+            return SubjectMeaning(
+                kind,
+                "query",
+                ":path",
+                (),
+                _trim,
+                _query_domain,
+                _nothing_never,
+                in_normal_form=query_well_formed,
+                refusal=(ir.BAD_QUERY_STATUS, ir.BAD_QUERY_BODY),
+                single=True,
+                extract=query_values,
+                # A parameter sent twice is also read as its values joined (ASP.NET's reading).
+                joiner=",",
+            )
+        case ir.SubjectKind.COOKIE:
+            return SubjectMeaning(
+                kind,
+                "cookie",
+                "cookie",
+                (),
+                _trim,
+                _cookie_domain,
+                _cookie_never,
+                extract=cookie_values,
+                joiner=None,
+            )
+        case ir.SubjectKind.CLIENT:
+            return SubjectMeaning(
+                kind,
+                "client",
+                ir.CLIENT_ADDRESS,
+                (),
+                client_address,
+                _client_domain,
+                _nothing_never,
+                go_field="client_field",
+                single=True,
+                operators=frozenset({ir.Op.IN, ir.Op.NOT_IN}),
             )
         case _:
             assert_never(kind)
@@ -525,13 +792,16 @@ def subject(kind: ir.SubjectKind) -> SubjectMeaning:
 PSEUDO_ORDER = (ir.SubjectKind.METHOD, ir.SubjectKind.PATH, ir.SubjectKind.HOST)
 
 
-def list_delimiter(host_name: str) -> str | None:
-    """The delimiter a value of this header may be a list of (None: it is one value).
+def list_delimiter(target: ir.Subject) -> str | None:
+    """The delimiter a subject's value may be a list of (None: it is one value).
 
     A joined header's value may be several client values joined by Envoy, and
     so is an `:authority` (a repeated `Host`); a cookie header is a list of
-    cookies, however it arrived.
+    cookies, however it arrived.  A named subject's values are already its own.
     """
+    if subject(target.kind).extract is not None:
+        return None
+    host_name = target.host_name
     if host_name in JOINED_HEADERS or host_name == subject(ir.SubjectKind.HOST).host_name:
         return COMMA
     if host_name == "cookie":
@@ -539,9 +809,12 @@ def list_delimiter(host_name: str) -> str | None:
     return None
 
 
-def joiner(delimiter: str | None) -> str:
-    """How the evaluator and the plug-in join a subject's repeated values into one reading."""
-    return "; " if delimiter == ";" else ", "
+def joiner(target: ir.Subject) -> str | None:
+    """How the evaluator and the plug-in join a subject's several values into one more
+    reading (None: they do not): `; ` for the cookie header, `,` for a query parameter."""
+    if list_delimiter(target) == ";":
+        return "; "
+    return subject(target.kind).joiner
 
 
 def domain(alg: Algebra, kind: ir.SubjectKind, delimiter: str | None) -> Re:
@@ -559,8 +832,8 @@ def pseudo_subjects() -> dict[str, str]:
     out: dict[str, str] = {}
     for kind in ir.SubjectKind:
         meaning = subject(kind)
-        if meaning.host_name is not None:
-            out[meaning.host_name] = meaning.spelling
+        if meaning.host_name is not None and meaning.single:
+            out.setdefault(meaning.host_name, meaning.spelling)
         for alias in meaning.aliases:
             out[alias] = meaning.spelling
     return out

@@ -149,7 +149,7 @@ class Spaces:
 
     def domain(self, subject: ir.Subject) -> Re:
         """The values the plug-in can see of this subject (`semantics.domain`)."""
-        delimiter = list_delimiter(subject.host_name)
+        delimiter = list_delimiter(subject)
         key = subject.key if delimiter else subject.kind.value
         if key not in self._domains:
             self._domains[key] = semantics.domain(self.alg, subject.kind, delimiter)

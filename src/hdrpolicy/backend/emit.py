@@ -67,13 +67,13 @@ class _GoBuilder:
         taken: set[str] = set()
         for subject in _subjects(build):
             const = _unique(_const_name(subject), taken)
-            delimiter = list_delimiter(subject.host_name)
+            delimiter = list_delimiter(subject)
             self.fields[subject.key] = _Field(
                 const,
                 go_string(subject.host_name),
                 go_string(subject.label),
                 go_string(delimiter or ""),
-                go_string(semantics.joiner(delimiter)),
+                go_string(semantics.joiner(subject) or ""),
                 subject.kind is ir.SubjectKind.HEADER,
             )
 

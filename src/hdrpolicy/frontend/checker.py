@@ -6,10 +6,14 @@ them is an error.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Callable
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import assert_never
 
 from hdrpolicy import semantics
-from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span, did_you_mean
 from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.goregexp import go_regex_error
 from hdrpolicy.frontend.limits import (
@@ -20,6 +24,7 @@ from hdrpolicy.frontend.limits import (
     describe,
 )
 from hdrpolicy.frontend.lower import PolicyParts
+from hdrpolicy.printer import policy_string
 
 MIN_STATUS, MAX_STATUS = 200, 599
 # RFC 9110 token characters: what an HTTP field name may consist of.
@@ -36,13 +41,48 @@ NO_BODY_STATUSES = frozenset({204, 205, 304})
 _PSEUDO_SUBJECTS = semantics.pseudo_subjects()
 
 
-class _Checker:
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.diagnostics: list[Diagnostic] = []
+# Reads a list file named as the policy writes it (relative to the policy file);
+# raises OSError when it cannot.
+ListReader = Callable[[str], bytes]
 
-    def error(self, code: Code, message: str, span: Span, help: str | None = None) -> None:
-        self.diagnostics.append(Diagnostic(code, code.severity, message, span, help=help))
+
+def list_file_values(source: Source) -> list[ir.StringLit]:
+    """A list file's values: one a line, without surrounding spaces and tabs; blank
+    lines and lines starting with `#` are skipped."""
+    values = []
+    offset = 0
+    for line in source.text.split("\n"):
+        stripped = line.strip(" \t")
+        if stripped and not stripped.startswith("#"):
+            start = offset + line.index(stripped)
+            values.append(
+                ir.StringLit(value=stripped, span=source.span(start, start + len(stripped)))
+            )
+        offset += len(line) + 1
+    return values
+
+
+class _Checker:
+    def __init__(self, source: Source, read_list: ListReader | None) -> None:
+        self.source = source
+        self.read_list = read_list
+        self.diagnostics: list[Diagnostic] = []
+        # Named lists by name, and the file each list read from a file is in.
+        self.lists: dict[str, ir.NamedList] = {}
+        self.list_sources: dict[str, Source] = {}
+        self.used: set[str] = set()
+
+    def error(
+        self,
+        code: Code,
+        message: str,
+        span: Span,
+        help: str | None = None,
+        source: Source | None = None,
+    ) -> None:
+        self.diagnostics.append(
+            Diagnostic(code, code.severity, message, span, help=help, source=source)
+        )
 
     # -- statements ------------------------------------------------------------
 
@@ -70,6 +110,17 @@ class _Checker:
                 Code.HP206, "duplicate `default`", extra.span, help="keep a single `default`"
             )
         self._unreachable(parts)
+        named = [self.named_list(n) for n in parts.lists]
+        rules = [self.resolve(rule) for rule in parts.rules]
+        for n in named:
+            if n.name not in self.used and self.lists.get(n.name) is n:
+                self.error(
+                    Code.HP217,
+                    f"the list `{n.name}` is never used",
+                    n.name_span or n.span,
+                    help=f"use it as `in {n.name}`, or remove it",
+                )
+        parts.rules = rules
         if len(parts.rules) > MAX_RULES:
             self.error(
                 Code.HP105,
@@ -86,8 +137,127 @@ class _Checker:
             name_span=name_span,
             rules=parts.rules,
             default=parts.defaults[0] if parts.defaults else None,
+            lists=named,
             span=self.source.span(0, len(self.source.text)),
         )
+
+    # -- named lists -------------------------------------------------------------
+
+    def named_list(self, named: ir.NamedList) -> ir.NamedList:
+        """Check a `list` statement and read its file; the list with its values."""
+        span = named.name_span or named.span
+        if named.name in self.lists:
+            first = self.lists[named.name]
+            self.error(
+                Code.HP218,
+                f"the list `{named.name}` is already declared at line {first.span.line}",
+                span,
+                help="rename one of the lists, or merge them",
+            )
+            return named
+        source = None
+        if named.file is not None:
+            source = self._list_source(named)
+            if source is None:
+                self.lists[named.name] = named
+                return named
+            named = named.model_copy(update={"values": list_file_values(source)})
+            self.list_sources[named.name] = source
+        self.lists[named.name] = named
+        if not named.values:
+            self.error(
+                Code.HP209,
+                f"the list `{named.name}` is empty",
+                named.file_span or named.span,
+                help="`in` an empty list is never true; list at least one value",
+            )
+        seen: dict[str, ir.StringLit] = {}
+        for lit in named.values:
+            if lit.value in seen:
+                self.error(
+                    Code.HP223,
+                    f"{policy_string(lit.value)} is already in the list `{named.name}` "
+                    f"(line {seen[lit.value].span.line})",
+                    lit.span,
+                    help="remove the repeated value",
+                    source=source,
+                )
+            seen.setdefault(lit.value, lit)
+        return named
+
+    def _list_source(self, named: ir.NamedList) -> Source | None:
+        assert named.file is not None
+        span = named.file_span or named.span
+        if PurePosixPath(named.file).is_absolute() or PureWindowsPath(named.file).is_absolute():
+            self.error(
+                Code.HP219,
+                f"the list file `{named.file}` is an absolute path",
+                span,
+                help="give its path relative to the policy file, so the policy reads the "
+                "same list on every machine",
+            )
+            return None
+        if self.read_list is None:
+            self.error(Code.HP219, f"cannot read the list file `{named.file}`", span)
+            return None
+        try:
+            raw = self.read_list(named.file)
+        except OSError as exc:
+            self.error(
+                Code.HP219,
+                f"cannot read the list file `{named.file}`: {exc.strerror or exc}",
+                span,
+                help="the path is relative to the policy file",
+            )
+            return None
+        # Shown beside the policy file, as the user would open it.
+        shown = str(PurePosixPath(self.source.path).parent / named.file)
+        source, problems = Source.decode(shown, raw)
+        if problems:
+            self.error(
+                Code.HP219,
+                f"the list file `{named.file}` is not UTF-8",
+                span,
+                help="save the list file as UTF-8",
+            )
+            return None
+        return source
+
+    def resolve(self, rule: ir.Rule) -> ir.Rule:
+        """The rule with each `in NAME` given the list's values."""
+        if rule.condition is None:
+            return rule
+        if not any(c.list_name is not None for c in ir.comparisons(rule.condition)):
+            return rule
+        return rule.model_copy(update={"condition": self._resolve(rule.condition)})
+
+    def _resolve(self, cond: ir.Condition) -> ir.Condition:
+        match cond:
+            case ir.Compare():
+                if cond.list_name is None:
+                    return cond
+                named = self.lists.get(cond.list_name)
+                if named is None:
+                    guess = did_you_mean(cond.list_name, self.lists)
+                    self.error(
+                        Code.HP216,
+                        f"no list is named `{cond.list_name}`",
+                        cond.list_span or cond.span,
+                        help=f"did you mean `{guess}`?"
+                        if guess
+                        else f'declare it: `list {cond.list_name} = ["…"]`',
+                    )
+                    return cond
+                self.used.add(named.name)
+                return cond.model_copy(update={"values": list(named.values)})
+            case ir.Not():
+                return cond.model_copy(update={"operand": self._resolve(cond.operand)})
+            case ir.And() | ir.Or():
+                return cond.model_copy(
+                    update={"operands": [self._resolve(op) for op in cond.operands]}
+                )
+            case _:
+                assert_never(cond)
 
     def _policy_name(self, parts: PolicyParts, default_name: str) -> tuple[str, Span | None]:
         for _, span in parts.names[1:]:
@@ -197,7 +367,19 @@ class _Checker:
 
     def compare(self, cmp: ir.Compare) -> None:
         subject = cmp.subject
-        if not subject.is_pseudo:
+        subject_meaning = semantics.subject(subject.kind)
+        if subject.kind is ir.SubjectKind.QUERY:
+            assert subject.name is not None
+            if not subject.name:
+                self.error(
+                    Code.HP201,
+                    "a query parameter's name cannot be empty",
+                    subject.name_span or subject.span,
+                )
+        elif subject.kind is ir.SubjectKind.COOKIE:
+            assert subject.name is not None
+            self.name(subject.name, subject.name_span or subject.span, "cookie name")
+        elif not subject.is_pseudo:
             assert subject.name is not None
             span = subject.name_span or subject.span
             if subject.name in _PSEUDO_SUBJECTS:
@@ -210,8 +392,19 @@ class _Checker:
                 )
             else:
                 self.header_name(subject.name, span)
-        meaning = semantics.operator(cmp.op)
-        if meaning.literals is semantics.Literals.LIST and not cmp.values:
+        meaning = semantics.comparison(cmp)
+        allowed = subject_meaning.operators
+        if allowed is not None and cmp.op not in allowed:
+            ops = " and ".join(f"`{op.value}`" for op in sorted(allowed, key=list(ir.Op).index))
+            self.error(
+                Code.HP220,
+                f"`{subject_meaning.spelling}` cannot be compared with `{meaning.text}`",
+                cmp.op_span or cmp.span,
+                help=f"`{subject_meaning.spelling}` takes {ops}",
+            )
+            return
+        source = self.list_sources.get(cmp.list_name or "")
+        if meaning.literals is semantics.Literals.LIST and not cmp.values and not cmp.list_name:
             self.error(
                 Code.HP209,
                 "empty list",
@@ -221,10 +414,15 @@ class _Checker:
         if cmp.ignore_case and not meaning.ignore_case:
             self.error(
                 Code.HP213,
-                f"`ignoring case` does not apply to `{meaning.text}`",
+                f"`ignoring case` does not apply to `{meaning.text}`"
+                + (" address ranges" if meaning.networks else ""),
                 cmp.span,
                 help="start the pattern with `(?i)` instead" if meaning.pattern else None,
             )
+        if meaning.networks:
+            for lit in cmp.values:
+                self.address_range(lit, source)
+            return
         if meaning.pattern:
             for lit in cmp.values:
                 if len(lit.value) > MAX_PATTERN_CHARS:
@@ -245,26 +443,55 @@ class _Checker:
                         help="patterns use Go's `regexp` (RE2) syntax",
                     )
             return
-        never = semantics.subject(subject.kind).never
+        never = subject_meaning.never
         for lit in cmp.values:
-            self.header_value(lit, f"a value of `{subject.label}`")
+            if subject.kind is not ir.SubjectKind.QUERY:
+                # A query parameter's value is decoded: it may hold any character.
+                self.header_value(lit, f"a value of `{subject.label}`", source)
             # A literal the normalised value can never hold makes the comparison dead.
             for message, help in never(lit.value, meaning, cmp.ignore_case):
-                self.error(Code.HP210, message, lit.span, help=help)
+                self.error(Code.HP210, message, lit.span, help=help, source=source)
 
-    def header_name(self, name: str, span: Span) -> bool:
+    def address_range(self, lit: ir.StringLit, source: Source | None) -> None:
+        """A CIDR (or one address): refused when it is not one, warned of with host bits."""
+        try:
+            network = semantics.network(lit.value)
+        except ValueError as exc:
+            self.error(
+                Code.HP221,
+                f"{policy_string(lit.value)} is not an address range: {exc}",
+                lit.span,
+                help="write a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address",
+                source=source,
+            )
+            return
+        if network.network_address != ipaddress.ip_address(lit.value.partition("/")[0]):
+            self.error(
+                Code.HP222,
+                f"{policy_string(lit.value)} has host bits set: it means {network}",
+                lit.span,
+                help=f'write "{network}"',
+                source=source,
+            )
+
+    def name(self, name: str, span: Span, what: str) -> bool:
         if _TOKEN.match(name):
             return True
-        bad = next(ch for ch in name if not _TOKEN.match(ch))
+        bad = next((ch for ch in name if not _TOKEN.match(ch)), None)
         self.error(
             Code.HP201,
-            f"invalid header name `{name}`: {_describe_char(bad)} is not allowed",
+            f"invalid {what} `{name}`: {_describe_char(bad)} is not allowed"
+            if bad is not None
+            else f"the {what} cannot be empty",
             span,
-            help="header names are HTTP tokens: letters, digits and !#$%&'*+-.^_`|~",
+            help=f"{what}s are HTTP tokens: letters, digits and !#$%&'*+-.^_`|~",
         )
         return False
 
-    def header_value(self, lit: ir.StringLit, what: str) -> None:
+    def header_name(self, name: str, span: Span) -> bool:
+        return self.name(name, span, "header name")
+
+    def header_value(self, lit: ir.StringLit, what: str, source: Source | None = None) -> None:
         m = _BAD_VALUE_CHAR.search(lit.value)
         if m:
             self.error(
@@ -272,6 +499,7 @@ class _Checker:
                 f"{what} cannot contain {_describe_char(m.group())}",
                 lit.span,
                 help="header values cannot hold CR, LF or other control characters",
+                source=source,
             )
 
 
@@ -297,12 +525,18 @@ def _name_help(name: str) -> str:
 
 
 def check(
-    parts: PolicyParts, source: Source, default_name: str
+    parts: PolicyParts, source: Source, default_name: str, read_list: ListReader | None = None
 ) -> tuple[ir.Policy, list[Diagnostic]]:
-    """Assemble the policy from its statements and check it."""
-    checker = _Checker(source)
+    """Assemble the policy from its statements and check it; `read_list` reads the
+    list files it names (None: a policy that names one is refused)."""
+    checker = _Checker(source, read_list)
     policy = checker.assemble(parts, default_name)
-    return policy, checker.diagnostics
+    # A list's value is checked where the list is used: report each problem once.
+    unique: dict[tuple[object, ...], Diagnostic] = {}
+    for d in checker.diagnostics:
+        where = d.source.path if d.source is not None else None
+        unique.setdefault((d.code, d.message, d.span, where), d)
+    return policy, list(unique.values())
 
 
 def is_token(text: str) -> bool:

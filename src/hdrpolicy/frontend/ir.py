@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The name the client address travels under in a delivered request (see `codec`).
+from hdrpolicy.codec import CLIENT_ADDRESS as CLIENT_ADDRESS
 from hdrpolicy.diagnostics import Span
 
 # What the language means beyond its syntax, shared by the emitter, the
@@ -26,6 +28,10 @@ BAD_PATH_BODY = "path not in normal form"
 # A value (read by the policy) with leading or trailing spaces or tabs is refused.
 BAD_VALUE_STATUS = 400
 BAD_VALUE_BODY = "header value with surrounding whitespace"
+# A request whose query string (read by the policy) has a `%` not followed by two
+# hex digits is refused: services decode it in different ways.
+BAD_QUERY_STATUS = 400
+BAD_QUERY_BODY = "query string not well-formed"
 # When the host cannot hand the plug-in the request headers, the request is refused.
 HOST_ERROR_STATUS = 500
 HOST_ERROR_BODY = "the policy could not read the request"
@@ -72,6 +78,9 @@ class SubjectKind(StrEnum):
     PATH = "path"
     METHOD = "method"
     HOST = "host"
+    QUERY = "query"
+    COOKIE = "cookie"
+    CLIENT = "client"
 
 
 class Subject(Node):
@@ -83,8 +92,8 @@ class Subject(Node):
 
     @property
     def key(self) -> str:
-        """A stable identity: `header:x-role`, `path`, …"""
-        return f"header:{self.name}" if self.kind is SubjectKind.HEADER else self.kind.value
+        """A stable identity: `header:x-role`, `query:page`, `path`, …"""
+        return self.kind.value if self.name is None else f"{self.kind.value}:{self.name}"
 
     @property
     def host_name(self) -> str:
@@ -95,7 +104,8 @@ class Subject(Node):
 
     @property
     def is_pseudo(self) -> bool:
-        """`:method`, `:path` or `:authority`: single by HTTP's rules and Envoy's codecs."""
+        """Read from one value the host passes once (`:method`, `:path`, `:authority`,
+        the client address): only its first value counts, and it is never padded."""
         from hdrpolicy.semantics import subject
 
         return subject(self.kind).pseudo
@@ -103,10 +113,11 @@ class Subject(Node):
     @property
     def label(self) -> str:
         """How the policy language spells it."""
+        from hdrpolicy.printer import name_text
         from hdrpolicy.semantics import subject
 
         spelling = subject(self.kind).spelling
-        return spelling if self.name is None else f"{spelling} {self.name}"
+        return spelling if self.name is None else f"{spelling} {name_text(self.name)}"
 
 
 class Op(StrEnum):
@@ -133,6 +144,20 @@ class Compare(Node):
     values: list[StringLit] = Field(default_factory=list)
     ignore_case: bool = False
     op_span: Span | None = None
+    # `in admins`: the named list the values come from (None: written in place).
+    list_name: str | None = None
+    list_span: Span | None = None
+
+
+class NamedList(Node):
+    """`list NAME = [..]`, or `list NAME from "FILE"` (its values read at check time)."""
+
+    name: str
+    name_span: Span | None = None
+    values: list[StringLit] = Field(default_factory=list)
+    # The file as the policy writes it (None: the values are written in place).
+    file: str | None = None
+    file_span: Span | None = None
 
 
 class Not(Node):
@@ -208,6 +233,7 @@ class Policy(Node):
     name_span: Span | None = None
     rules: list[Rule] = Field(default_factory=list)
     default: Response | None = None
+    lists: list[NamedList] = Field(default_factory=list)
 
     @property
     def subjects(self) -> list[Subject]:

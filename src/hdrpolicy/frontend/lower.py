@@ -26,6 +26,7 @@ class PolicyParts:
         self.names: list[tuple[str, Span]] = []
         self.rules: list[ir.Rule] = []
         self.defaults: list[ir.Response] = []
+        self.lists: list[ir.NamedList] = []
         # Every statement in source order, for ordering checks.
         self.order: list[tuple[str, Span, Any]] = []
 
@@ -100,6 +101,8 @@ class _Lowering(Transformer_NonRecursive[Token, Any]):
                 parts.names.append((value.value, value.span))
             elif kind == "rule":
                 parts.rules.append(value)
+            elif kind == "list":
+                parts.lists.append(value)
             else:
                 parts.defaults.append(value)
         return parts
@@ -107,6 +110,31 @@ class _Lowering(Transformer_NonRecursive[Token, Any]):
     def policy_decl(self, meta: Meta, children: list[Any]) -> tuple[str, Span, ir.StringLit]:
         """policy_decl: POLICY STRING"""
         return ("policy", self._span(meta), self._string(children[1]))
+
+    def list_values(self, meta: Meta, children: list[Any]) -> tuple[str, Span, ir.NamedList]:
+        """list_decl: LIST LIST_NAME ASSIGN string_list -> list_values"""
+        _, name, _, values = children
+        span = self._span(meta)
+        named = ir.NamedList(
+            name=str(name), name_span=self._tok_span(name), values=values, span=span
+        )
+        return ("list", span, named)
+
+    def list_file(self, meta: Meta, children: list[Any]) -> tuple[str, Span, ir.NamedList]:
+        """list_decl: LIST LIST_NAME FROM STRING -> list_file
+
+        The values are read by the checker, which knows where the policy file is."""
+        _, name, _, file = children
+        span = self._span(meta)
+        path = self._string(file)
+        named = ir.NamedList(
+            name=str(name),
+            name_span=self._tok_span(name),
+            file=path.value,
+            file_span=path.span,
+            span=span,
+        )
+        return ("list", span, named)
 
     def deny_rule(self, meta: Meta, children: list[Any]) -> tuple[str, Span, ir.Rule]:
         """deny_rule: DENY INT [STRING] [response_headers] [guard]"""
@@ -220,6 +248,27 @@ class _Lowering(Transformer_NonRecursive[Token, Any]):
             op_span=op_span,
         )
 
+    def named_comparison(self, meta: Meta, children: list[Any]) -> ir.Compare:
+        """comparison: subject [NOT] IN LIST_NAME [ignore_case] -> named_comparison
+
+        The values are the list's: the checker fills them in."""
+        subject: ir.Subject = children[0]
+        *ops, name, ignore_case = children[1:]
+        if len(ops) == 2:
+            op = ir.Op.NOT_IN
+            op_span = self.source.span(ops[0].start_pos or 0, ops[1].end_pos or 0)
+        else:
+            op, op_span = ir.Op.IN, self._tok_span(ops[0])
+        return ir.Compare(
+            subject=subject,
+            op=op,
+            ignore_case=ignore_case is not None,
+            span=self._span(meta),
+            op_span=op_span,
+            list_name=str(name),
+            list_span=self._tok_span(name),
+        )
+
     def compare_op(self, meta: Meta, children: list[Token]) -> tuple[ir.Op, Span]:
         """compare_op: EQ | NE | STARTS_WITH | ENDS_WITH | CONTAINS | MATCHES"""
         return ir.Op(str(children[0])), self._tok_span(children[0])
@@ -253,6 +302,25 @@ class _Lowering(Transformer_NonRecursive[Token, Any]):
     def host_subject(self, meta: Meta, children: list[Token]) -> ir.Subject:
         """subject: HOST -> host_subject"""
         return ir.Subject(kind=ir.SubjectKind.HOST, span=self._span(meta))
+
+    def query_subject(self, meta: Meta, children: list[Token]) -> ir.Subject:
+        """subject: QUERY (PARAM_NAME | STRING) -> query_subject"""
+        return self._named_subject(ir.SubjectKind.QUERY, meta, children[1])
+
+    def cookie_subject(self, meta: Meta, children: list[Token]) -> ir.Subject:
+        """subject: COOKIE (PARAM_NAME | STRING) -> cookie_subject"""
+        return self._named_subject(ir.SubjectKind.COOKIE, meta, children[1])
+
+    def client_subject(self, meta: Meta, children: list[Token]) -> ir.Subject:
+        """subject: CLIENT -> client_subject"""
+        return ir.Subject(kind=ir.SubjectKind.CLIENT, span=self._span(meta))
+
+    def _named_subject(self, kind: ir.SubjectKind, meta: Meta, name: Token) -> ir.Subject:
+        """A query parameter or a cookie: its name as written, case kept (unlike a header's)."""
+        text = self._string(name).value if name.type == "STRING" else str(name)
+        return ir.Subject(
+            kind=kind, name=text, span=self._span(meta), name_span=self._tok_span(name)
+        )
 
 
 def lower(tree: Tree[Any], source: Source) -> tuple[PolicyParts, list[Diagnostic]]:

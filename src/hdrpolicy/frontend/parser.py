@@ -46,6 +46,11 @@ TERMINAL_WORDS: dict[str, str] = {
     "PATH": "`path`",
     "METHOD": "`method`",
     "HOST": "`host`",
+    "QUERY": "`query`",
+    "COOKIE": "`cookie`",
+    "CLIENT": "`client`",
+    "LIST": "`list`",
+    "FROM": "`from`",
     "IGNORING": "`ignoring case`",
     "CASE": "`case`",
     "EQ": "`==`",
@@ -63,6 +68,8 @@ TERMINAL_WORDS: dict[str, str] = {
     "INT": "a status code",
     "STRING": 'a string in double quotes ("…")',
     "HEADER_NAME": "a header name",
+    "PARAM_NAME": "a name",
+    "LIST_NAME": "a list's name",
     "$END": "the end of the file",
 }
 
@@ -107,7 +114,7 @@ def _hint(found: str, expected: set[str]) -> str | None:
     return None
 
 
-_STATEMENT_START = re.compile(r"^[ \t]*(policy|deny|allow|default)\b", re.MULTILINE)
+_STATEMENT_START = re.compile(r"^[ \t]*(policy|list|deny|allow|default)\b", re.MULTILINE)
 
 
 @cache

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, sort_key
 from hdrpolicy.frontend import ir
-from hdrpolicy.frontend.checker import check
+from hdrpolicy.frontend.checker import ListReader, check
 from hdrpolicy.frontend.lower import lower
 from hdrpolicy.frontend.parser import parse
 
@@ -27,13 +27,20 @@ class Checked:
         return self.policy is not None and not has_errors(self.diagnostics)
 
 
-def check_source(source: Source, default_name: str) -> Checked:
-    """Run parse, lower and check on text; `default_name` names a policy without `policy`."""
+def files_beside(directory: Path) -> ListReader:
+    """Reads the list files a policy in `directory` names (relative to it)."""
+    return lambda name: (directory / name).read_bytes()
+
+
+def check_source(source: Source, default_name: str, read_list: ListReader | None = None) -> Checked:
+    """Run parse, lower and check on text; `default_name` names a policy without `policy`;
+    list files are read with `read_list` (None: beside the working directory)."""
     tree, syntax_diags = parse(source)
     if tree is None:
         return Checked(source, None, sorted(syntax_diags, key=sort_key))
     parts, lowering_diags = lower(tree, source)
-    policy, check_diags = check(parts, source, default_name)
+    reader = read_list if read_list is not None else files_beside(Path.cwd())
+    policy, check_diags = check(parts, source, default_name, reader)
     diagnostics = sorted([*syntax_diags, *lowering_diags, *check_diags], key=sort_key)
     # A policy with syntax errors is incomplete: report on it, never compile it.
     return Checked(source, None if syntax_diags else policy, diagnostics)
@@ -46,4 +53,4 @@ def check_file(path: Path, shown_as: str | None = None) -> Checked:
         source.path = shown_as
     if read_diags:
         return Checked(source, None, read_diags)
-    return check_source(source, path.stem)
+    return check_source(source, path.stem, files_beside(path.parent))
