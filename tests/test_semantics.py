@@ -46,20 +46,29 @@ def _template() -> str:
 
 def _subject_text(kind: ir.SubjectKind) -> str:
     meaning = semantics.subject(kind)
-    return f"{meaning.spelling} x-a" if not meaning.pseudo else meaning.spelling
+    named = not meaning.pseudo or meaning.extract is not None
+    return f"{meaning.spelling} x-a" if named else meaning.spelling
 
 
 def _every_comparison() -> list[str]:
-    """One comparison per subject kind, operator and `ignoring case` (where it applies)."""
+    """One comparison per subject kind, operator it takes and `ignoring case` (where
+    it applies)."""
     out = []
     for kind in ir.SubjectKind:
+        allowed = semantics.subject(kind).operators
         for op in ir.Op:
-            meaning = semantics.operator(op)
+            if allowed is not None and op not in allowed:
+                continue
+            meaning = semantics.operator(op, kind)
             literal = '"^v"' if meaning.pattern else '"v"'
+            if meaning.networks:
+                literal = '"10.0.0.0/8"'
             literals = {
                 Literals.NONE: "",
                 Literals.ONE: f" {literal}",
-                Literals.LIST: f' [{literal}, "w"]',
+                Literals.LIST: f' [{literal}, "w"]'
+                if not meaning.networks
+                else f' [{literal}, "2001:db8::/32"]',
             }[meaning.literals]
             for ignore_case in {False, meaning.ignore_case}:
                 suffix = " ignoring case" if ignore_case else ""
@@ -152,6 +161,15 @@ def test_a_policy_with_every_operator_and_subject_checks_and_prints_back() -> No
     assert {c.op for c in found if c.ignore_case} == {
         op for op in ir.Op if semantics.operator(op).ignore_case
     }
+    # A subject that takes only some operators is refused the others, located.
+    for kind in ir.SubjectKind:
+        allowed = semantics.subject(kind).operators
+        for op in set(ir.Op) - (allowed or set(ir.Op)):
+            meaning = semantics.operator(op)
+            literal = {Literals.NONE: "", Literals.ONE: ' "v"', Literals.LIST: ' ["v"]'}
+            text = f"deny 403 when {_subject_text(kind)} {op.value}{literal[meaning.literals]}\n"
+            refused = check_source(Source("refused.hp", text), "refused")
+            assert [d.code for d in refused.diagnostics] == ["HP220"], (text, refused.diagnostics)
 
 
 @pytest.mark.slow
