@@ -19,6 +19,7 @@ from hdrpolicy.frontend.goregexp import go_regex_error
 from hdrpolicy.frontend.limits import (
     MAX_COMPARISONS,
     MAX_CONDITION_DEPTH,
+    MAX_LIST_VALUES,
     MAX_PATTERN_CHARS,
     MAX_RULES,
     describe,
@@ -163,6 +164,16 @@ class _Checker:
                 return named
             named = named.model_copy(update={"values": list_file_values(source)})
             self.list_sources[named.name] = source
+        if len(named.values) > MAX_LIST_VALUES:
+            self.error(
+                Code.HP105,
+                f"the list `{named.name}` has more than hdrpolicy's limit of "
+                f"{describe(MAX_LIST_VALUES)} values",
+                named.values[MAX_LIST_VALUES].span,
+                help="split it into several lists",
+                source=source,
+            )
+            named = named.model_copy(update={"values": named.values[:MAX_LIST_VALUES]})
         self.lists[named.name] = named
         if not named.values:
             self.error(

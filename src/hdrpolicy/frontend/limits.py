@@ -18,6 +18,10 @@ MAX_COMPARISONS = 1_000
 # A regular expression, in characters.  Below this, Go's limit on the runes in
 # a pattern's character classes (`maxRunes`) cannot be reached.
 MAX_PATTERN_CHARS = 32_768
+# Values in one named list (an allow-list kept in its own file).
+MAX_LIST_VALUES = 10_000
+# A list file, in bytes.
+MAX_LIST_FILE_BYTES = 1 << 20
 # Syntax errors reported per file before the parser stops looking.
 MAX_SYNTAX_ERRORS = 50
 

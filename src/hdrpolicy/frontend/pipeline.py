@@ -12,6 +12,7 @@ from pathlib import Path
 from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, sort_key
 from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.checker import ListReader, check
+from hdrpolicy.frontend.limits import MAX_LIST_FILE_BYTES, describe
 from hdrpolicy.frontend.lower import lower
 from hdrpolicy.frontend.parser import parse
 
@@ -28,8 +29,23 @@ class Checked:
 
 
 def files_beside(directory: Path) -> ListReader:
-    """Reads the list files a policy in `directory` names (relative to it)."""
-    return lambda name: (directory / name).read_bytes()
+    """Reads the list files a policy in `directory` names (relative to it): regular
+    files only (never a device or a pipe that would not end), up to the size limit."""
+
+    def read(name: str) -> bytes:
+        path = directory / name
+        if not path.is_file():
+            what = "no such file" if not path.exists() else "not a regular file"
+            raise OSError(what)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_LIST_FILE_BYTES + 1)
+        if len(data) > MAX_LIST_FILE_BYTES:
+            raise OSError(
+                f"it is longer than hdrpolicy's limit of {describe(MAX_LIST_FILE_BYTES)} bytes"
+            )
+        return data
+
+    return read
 
 
 def check_source(source: Source, default_name: str, read_list: ListReader | None = None) -> Checked:
