@@ -395,9 +395,14 @@ class _Checker:
             span = subject.name_span or subject.span
             if subject.name in _PSEUDO_SUBJECTS:
                 replacement = _PSEUDO_SUBJECTS[subject.name]
+                why = (
+                    "the client address is not a header"
+                    if subject.name == ir.CLIENT_ADDRESS
+                    else "Envoy passes it as a pseudo-header"
+                )
                 self.error(
                     Code.HP210,
-                    f"`header {subject.name}` never matches: Envoy passes it as a pseudo-header",
+                    f"`header {subject.name}` never matches: {why}",
                     span,
                     help=f"use the subject `{replacement}`",
                 )
