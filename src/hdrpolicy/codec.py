@@ -261,7 +261,8 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
 
     Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
     protocols), a space or tab in the path (HTTP/1.1: inside it, 400; HTTP/2:
-    anywhere, stream reset), a method
+    anywhere, stream reset), a control character in the path (HTTP/1.1: 400;
+    HTTP/2: the connection is closed), a byte above 0x7F in it (HTTP/1.1: 400), a method
     HTTP/1.1's parser does not know, lower case included (400; HTTP/2 passes
     `get` through), and HTTP/2's connection-specific
     headers and an `:authority` with surrounding whitespace (stream reset), and
@@ -273,6 +274,12 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
         return f"`content-length` is not one decimal number: {reply}"
     if "#" in request.path:
         return "the path has a fragment (`#`): Envoy answers 400"
+    target = _target(protocol, request.path)
+    if any((c < " " and c != "\t") or c == "\x7f" for c in target):
+        reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 closes the connection"
+        return f"the path has a control character: {reply}"
+    if protocol is Protocol.HTTP1 and not target.isascii():
+        return "the path has a byte above 0x7F: HTTP/1.1 answers 400 (HTTP/2 passes it)"
     if " " in _target(protocol, request.path) or "\t" in _target(protocol, request.path):
         reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 resets the stream"
         return f"the path has a space or a tab: {reply}"
