@@ -120,6 +120,8 @@ def test_envoy_source_sends_from_the_client_unless_the_header_decides() -> None:
     # x-forwarded-for names the address Envoy reports: the peer does not matter.
     forwarded = replace(far, headers=(("x-forwarded-for", "10.1.2.3"),))
     assert envoy_source(Protocol.HTTP2, forwarded) == (None, None)
+    # Nor to a policy that does not read it.
+    assert envoy_source(Protocol.HTTP2, far, reads_client=False) == (None, None)
 
 
 def test_a_case_not_sent_through_envoy_is_reported_per_case_and_in_the_total() -> None:

@@ -33,6 +33,7 @@ from hdrpolicy.backend.toolchains import GO, Emulator, Toolchain
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.diagnostics import Diagnostic, visible
 from hdrpolicy.evaluate import Decision
+from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.pipeline import Checked
 from hdrpolicy.policytests import Case, Expectation, TestFile
 from hdrpolicy.proxy import clients
@@ -235,16 +236,21 @@ def envoy_agreement(
     return None
 
 
-def envoy_source(protocol: Protocol, request: SentRequest) -> tuple[str | None, str | None]:
+def envoy_source(
+    protocol: Protocol, request: SentRequest, reads_client: bool = True
+) -> tuple[str | None, str | None]:
     """(the loopback address to send `request` from, None) — None: the kernel's
     choice, 127.0.0.1 — or (None, why it cannot go through Envoy from here).
 
-    The client address matters only when Envoy would report it: not when the
-    request's `x-forwarded-for` decides `source.address` (`codec.source_address`).
+    The client address matters only to a policy that reads it, and only when
+    Envoy would report it: not when the request's `x-forwarded-for` decides
+    `source.address` (`codec.source_address`).
     """
     client = request.client
-    if client is None or deliver(protocol, request) == deliver(
-        protocol, replace(request, client="127.0.0.1")
+    if (
+        not reads_client
+        or client is None
+        or deliver(protocol, request) == deliver(protocol, replace(request, client="127.0.0.1"))
     ):
         return None, None
     source = clients.loopback_source(client)
@@ -394,6 +400,12 @@ def _run_cases(
     if envoy is not None:
         report.runtimes += [f"envoy-{p.value}" for p in PROTOCOLS]
     results = iter(zip(delivered, plugin, strict=True))
+    reads_client = any(
+        subject.kind is ir.SubjectKind.CLIENT
+        for side in (checked, job.shadow)
+        if side is not None and side.policy is not None
+        for subject in side.policy.subjects
+    )
     for case in tests.cases:
         runs = []
         for protocol in PROTOCOLS:
@@ -406,16 +418,21 @@ def _run_cases(
             else:
                 run.plugin_disagreement = build_agreement(outcome, result)
             if envoy is not None:
-                _through_envoy(run, envoy, listener, case.request(), outcome)
+                _through_envoy(run, envoy, listener, case.request(), outcome, reads_client)
             runs.append(run)
         report.results.append(CaseResult(case, runs))
 
 
 def _through_envoy(
-    run: Run, envoy: EnvoyProxy, listener: str, request: SentRequest, outcome: rollout.Outcome
+    run: Run,
+    envoy: EnvoyProxy,
+    listener: str,
+    request: SentRequest,
+    outcome: rollout.Outcome,
+    reads_client: bool,
 ) -> None:
     """Send the case through Envoy from its client address, or say why it cannot be."""
-    source, run.envoy_not_sent = envoy_source(run.protocol, request)
+    source, run.envoy_not_sent = envoy_source(run.protocol, request, reads_client)
     if run.envoy_not_sent is not None:
         return
     run.envoy, run.reached_upstream = envoy.send(listener, run.protocol, request, source)
