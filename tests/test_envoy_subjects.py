@@ -13,15 +13,17 @@ says what Envoy then reports.  One listener has the generated envoy.yaml's
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
 from envoy_support import Proxy, checked_text, envoy_with, policy_of, wasm_of
-from hdrpolicy import codec, semantics
+from hdrpolicy import codec, policytests, runner, semantics
 from hdrpolicy.codec import Protocol, SentRequest, deliver
+from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import Decision, evaluate
 from hdrpolicy.frontend import ir
+from hdrpolicy.policytests import Case, Expectation
 from hdrpolicy.proxy import clients
 from hdrpolicy.runner import describe_response, envoy_agreement
 
@@ -287,3 +289,48 @@ def test_the_client_address_envoy_reports_is_normalised_as_the_plugin_reads_it()
         delivered = dict(deliver(Protocol.HTTP1, request))[codec.CLIENT_ADDRESS.encode()]
         forwarded = dict(request.headers).get("x-forwarded-for", "")
         assert semantics.client_address(delivered) or "%" in forwarded, request
+
+
+@dataclass(frozen=True)
+class _ClientCase(Case):
+    """A case sent from `client` (what a tests file's `client:` gives)."""
+
+    client: str = "127.0.0.1"
+
+    def request(self) -> SentRequest:
+        return replace(super().request(), client=self.client)
+
+
+def test_hdrpolicy_test_sends_each_case_from_its_client_or_says_why_not() -> None:
+    checked = checked_text(CLIENT, "client")
+    cases: list[Case] = [
+        _ClientCase("node", 1, "GET", "/", "a", (), Expectation(True), "127.0.0.1"),
+        _ClientCase("host two", 2, "GET", "/", "a", (), Expectation(False, 451), "127.0.0.2"),
+        _ClientCase(
+            "forwarded",
+            3,
+            "GET",
+            "/",
+            "a",
+            (("x-forwarded-for", "10.1.2.3"),),
+            Expectation(False, 403, "private network"),
+            "127.0.0.1",
+        ),
+        _ClientCase("far", 4, "GET", "/", "a", (), Expectation(False, 403, "partner"), "192.0.2.7"),
+    ]
+    tests = policytests.TestFile(Source("client.tests.yaml", ""), cases)
+    report = runner.run(checked, tests, proxy=True)
+    assert report.error is None and report.failed == 0, runner.render_text([report])
+    sent = {r.case.name: [x.envoy for x in r.runs] for r in report.results}
+    assert all(
+        response is not None
+        for name in ("node", "host two", "forwarded")
+        for response in sent[name]
+    )
+    assert [x.envoy.status for x in report.results[1].runs if x.envoy] == [451, 451]
+    far = report.results[3]
+    assert sent["far"] == [None, None] and far.not_sent and "`192.0.2.7`" in far.not_sent
+    assert report.not_sent == 1
+    assert runner.render_text([report]).splitlines()[-1] == (
+        "4 passed, 0 failed (1 not sent through Envoy: see above)"
+    )
