@@ -218,7 +218,9 @@ def _outcomes(decisions: list[Decision]) -> set[str]:
 def test_query_rules_decide_as_the_evaluator_decides(proxy: Proxy) -> None:
     requests = [SentRequest("GET", path, "a", client="127.0.0.1") for path in QUERY_PATHS]
     raw = _check(proxy, "query", requests)
-    normalised = _check(proxy, "query-normalised", requests)
+    # Envoy's normalisation rewrites the other paths before the plug-in sees them.
+    normal = [r for r in requests if semantics.path_in_normal_form(r.path.encode())]
+    normalised = _check(proxy, "query-normalised", normal)
     want = {
         "allow",
         "debugging is off",
