@@ -41,10 +41,17 @@ class Proxy:
 
 
 @contextmanager
-def envoy_with(listeners: dict[str, tuple[Path, bool]]) -> Iterator[Proxy]:
-    """One Envoy: listener name → (plugin.wasm, Envoy's path normalisation on), before an echo."""
+def envoy_with(
+    listeners: dict[str, tuple[Path, bool]], edge: frozenset[str] = frozenset()
+) -> Iterator[Proxy]:
+    """One Envoy: listener name → (plugin.wasm, Envoy's path normalisation on), before an echo.
+
+    The listeners named in `edge` have `use_remote_address` on (as the generated
+    envoy.yaml); the others take the client address from `x-forwarded-for` as
+    Envoy's defaults do, which is what `codec.deliver` models.
+    """
     plugins = [
-        Plugin(name, str(wasm), port=0, normalise_paths=normalise)
+        Plugin(name, str(wasm), port=0, normalise_paths=normalise, use_remote_address=name in edge)
         for name, (wasm, normalise) in listeners.items()
     ]
     with EchoServer() as upstream:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
+from hdrpolicy import policytests
 from hdrpolicy.codec import Protocol, SentRequest
 from hdrpolicy.proxy import clients
 from hdrpolicy.proxy.echo import TOKEN_HEADER, EchoServer
@@ -30,6 +31,7 @@ from hdrpolicy.proxy.envoy import ENVOY_ENV, Envoy, find_envoy
 pytestmark = pytest.mark.slow
 
 TUTORIAL = EXAMPLES / "header-authorization.hp"
+GATEWAY = EXAMPLES / "api-gateway.hp"
 ALLOWED = SentRequest("GET", "/status", "example.com", (("allow", "true"),))
 DENIED = SentRequest("GET", "/status", "example.com", (("allow", "false"),))
 
@@ -69,8 +71,12 @@ def test_generated_envoy_yaml_runs_from_another_directory(tmp_path: Path) -> Non
 
 
 def test_test_proxy_envoy_passes_on_the_examples(tmp_path: Path) -> None:
+    """Every case of every example, the issue-13 acceptance example (`api-gateway`:
+    a list file, `query`, `cookie`, `client`) among them, passes on the evaluator,
+    the emulator and through Envoy over both protocols, each sent from its client."""
     junit = tmp_path / "junit.xml"
     policies = [str(p) for p in sorted(EXAMPLES.glob("*.hp"))]
+    assert str(GATEWAY) in policies
     proc = hdrpolicy("test", "--proxy", "envoy", *policies, "--junit-xml", str(junit))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -79,6 +85,10 @@ def test_test_proxy_envoy_passes_on_the_examples(tmp_path: Path) -> None:
         assert line.startswith("PASS  ")
         assert line.endswith("[evaluator, emulator, envoy-http1, envoy-http2]"), line
     assert int(ET.parse(junit).getroot()[0].get("tests", "0")) > 0
+    gateway = [line for line in lines if line.startswith(f"PASS  {GATEWAY}: ")]
+    cases = policytests.load(policytests.tests_path_for(GATEWAY)).cases
+    assert len(gateway) == len(cases) >= 20
+    assert {case.request().client for case in cases} >= {"127.0.0.1", "127.0.0.2"}
 
 
 def test_test_proxy_envoy_reports_what_envoy_did(tmp_path: Path) -> None:

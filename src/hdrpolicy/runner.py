@@ -8,6 +8,12 @@ its expectation must hold over both.  A case passes when the evaluator's
 decisions meet the expectation and the emulator and Envoy do exactly what the
 evaluator decided.  A difference between them is a compiler bug, and is
 reported as one.
+
+Through Envoy, each case is sent from its client address (`client:`) when
+that is in 127.0.0.0/8 (Envoy listens on 127.0.0.1; Linux routes the whole
+block to the loopback interface).  A case whose client address this machine
+cannot send from, and that Envoy would see, is not sent through Envoy, and
+the report says so for that case and in its total.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ from hdrpolicy.backend.toolchains import GO, Emulator, Toolchain
 from hdrpolicy.codec import Protocol, SentRequest, deliver
 from hdrpolicy.diagnostics import Diagnostic, visible
 from hdrpolicy.evaluate import Decision
+from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.pipeline import Checked
 from hdrpolicy.policytests import Case, Expectation, TestFile
 from hdrpolicy.proxy import clients
@@ -60,6 +67,8 @@ class Run:
     # Envoy's response (None: not run through Envoy), and whether the upstream got the request.
     envoy: Response | None = None
     reached_upstream: bool = False
+    # Why the case was not sent through Envoy although Envoy ran (its client address).
+    envoy_not_sent: str | None = None
     # Why the evaluator's decision does not meet the expectation, if it does not.
     mismatch: str | None = None
     # How the emulator's / Envoy's response differs from the evaluator's, if it does.
@@ -105,6 +114,11 @@ class CaseResult:
     def disagreement(self) -> str | None:
         return "; ".join(r.disagreement for r in self.runs if r.disagreement) or None
 
+    @property
+    def not_sent(self) -> str | None:
+        """Why some of its runs did not go through Envoy, if they did not."""
+        return next((r.envoy_not_sent for r in self.runs if r.envoy_not_sent), None)
+
 
 @dataclass
 class PolicyReport:
@@ -122,6 +136,11 @@ class PolicyReport:
     @property
     def failed(self) -> int:
         return sum(not r.passed for r in self.results)
+
+    @property
+    def not_sent(self) -> int:
+        """Cases Envoy ran for but could not be sent (their client address)."""
+        return sum(r.not_sent is not None for r in self.results)
 
     @property
     def ok(self) -> bool:
@@ -217,6 +236,32 @@ def envoy_agreement(
     return None
 
 
+def envoy_source(
+    protocol: Protocol, request: SentRequest, reads_client: bool = True
+) -> tuple[str | None, str | None]:
+    """(the loopback address to send `request` from, None) — None: the kernel's
+    choice, 127.0.0.1 — or (None, why it cannot go through Envoy from here).
+
+    The client address matters only to a policy that reads it, and only when
+    Envoy would report it: not when the request's `x-forwarded-for` decides
+    `source.address` (`codec.source_address`).
+    """
+    client = request.client
+    if (
+        not reads_client
+        or client is None
+        or deliver(protocol, request) == deliver(protocol, replace(request, client="127.0.0.1"))
+    ):
+        return None, None
+    source = clients.loopback_source(client)
+    if source is None:
+        return None, (
+            f"not sent through Envoy: its client address `{client}` is not in 127.0.0.0/8,"
+            " the only addresses this machine can send from to Envoy on 127.0.0.1"
+        )
+    return source, None
+
+
 # -- running --------------------------------------------------------------------
 
 
@@ -233,7 +278,8 @@ class EnvoyProxy:
 
     Paths are left as Envoy's connection manager leaves them by default (no
     normalisation), so the plug-in sees what `codec.deliver` models and must
-    hold the line on its own.
+    hold the line on its own.  So is the client address (no
+    `use_remote_address`): `x-forwarded-for` sets it, as `codec.source_address` says.
     """
 
     def __init__(self, envoy: Envoy, upstream: EchoServer) -> None:
@@ -243,7 +289,10 @@ class EnvoyProxy:
     @classmethod
     @contextlib.contextmanager
     def started(cls, wasms: dict[str, Path], progress: Progress) -> Iterator[EnvoyProxy]:
-        plugins = [Plugin(name, str(w), port=0, normalise_paths=False) for name, w in wasms.items()]
+        plugins = [
+            Plugin(name, str(w), port=0, normalise_paths=False, use_remote_address=False)
+            for name, w in wasms.items()
+        ]
         with EchoServer() as upstream:
             progress(f"starting Envoy with {len(plugins)} plug-in(s)")
             config = bootstrap(plugins, Upstream("127.0.0.1", upstream.port))
@@ -251,11 +300,11 @@ class EnvoyProxy:
                 yield cls(envoy, upstream)
 
     def send(
-        self, listener: str, protocol: Protocol, request: SentRequest
+        self, listener: str, protocol: Protocol, request: SentRequest, source: str | None = None
     ) -> tuple[Response, bool]:
         """Envoy's response, and whether the upstream received the request."""
         self.upstream.take()
-        response = clients.send(protocol, self.envoy.ports[listener], request)
+        response = clients.send(protocol, self.envoy.ports[listener], request, source)
         return response, bool(self.upstream.take())
 
 
@@ -351,6 +400,12 @@ def _run_cases(
     if envoy is not None:
         report.runtimes += [f"envoy-{p.value}" for p in PROTOCOLS]
     results = iter(zip(delivered, plugin, strict=True))
+    reads_client = any(
+        subject.kind is ir.SubjectKind.CLIENT
+        for side in (checked, job.shadow)
+        if side is not None and side.policy is not None
+        for subject in side.policy.subjects
+    )
     for case in tests.cases:
         runs = []
         for protocol in PROTOCOLS:
@@ -363,16 +418,31 @@ def _run_cases(
             else:
                 run.plugin_disagreement = build_agreement(outcome, result)
             if envoy is not None:
-                run.envoy, run.reached_upstream = envoy.send(listener, protocol, case.request())
-                run.envoy_disagreement = envoy_agreement(
-                    rollout.sent(outcome),
-                    run.envoy,
-                    run.reached_upstream,
-                    envoy.upstream.token,
-                    case.method,
-                )
+                _through_envoy(run, envoy, listener, case.request(), outcome, reads_client)
             runs.append(run)
         report.results.append(CaseResult(case, runs))
+
+
+def _through_envoy(
+    run: Run,
+    envoy: EnvoyProxy,
+    listener: str,
+    request: SentRequest,
+    outcome: rollout.Outcome,
+    reads_client: bool,
+) -> None:
+    """Send the case through Envoy from its client address, or say why it cannot be."""
+    source, run.envoy_not_sent = envoy_source(run.protocol, request, reads_client)
+    if run.envoy_not_sent is not None:
+        return
+    run.envoy, run.reached_upstream = envoy.send(listener, run.protocol, request, source)
+    run.envoy_disagreement = envoy_agreement(
+        rollout.sent(outcome),
+        run.envoy,
+        run.reached_upstream,
+        envoy.upstream.token,
+        request.method,
+    )
 
 
 def run(
@@ -403,6 +473,7 @@ def _outcomes(r: CaseResult) -> list[tuple[str, str]]:
         for x in r.runs
         if x.envoy is not None
     )
+    rows.extend((f"envoy-{x.protocol.value}", x.envoy_not_sent) for x in r.runs if x.envoy_not_sent)
     return rows
 
 
@@ -431,6 +502,8 @@ def render_text(reports: list[PolicyReport]) -> str:
             where = f"{report.tests.source.path}:{r.case.line}" if report.tests else ""
             if r.passed:
                 lines.append(f"PASS  {source.path}: {r.case.name}{ran}{_rollout_note(r)}")
+                if r.not_sent:
+                    lines.append(f"  {r.not_sent}")
                 continue
             lines.append(f"FAIL  {source.path}: {r.case.name}  ({where})")
             lines.append(f"  expected: {r.case.expect.describe()}")
@@ -447,7 +520,9 @@ def render_text(reports: list[PolicyReport]) -> str:
             lines.extend("  " + x for x in explain.render_text(source, r.decision).splitlines())
     passed = sum(len(r.results) - r.failed for r in reports)
     failed = sum(r.failed for r in reports)
-    lines.append(f"{passed} passed, {failed} failed")
+    not_sent = sum(r.not_sent for r in reports)
+    unsent = f" ({not_sent} not sent through Envoy: see above)" if not_sent else ""
+    lines.append(f"{passed} passed, {failed} failed{unsent}")
     # Names, bodies and values come from the policy, its tests and the plug-in.
     return "\n".join(visible(line) for line in lines)
 
@@ -480,6 +555,7 @@ def to_json(reports: list[PolicyReport]) -> dict[str, Any]:
         ],
         "passed": sum(len(r.results) - r.failed for r in reports),
         "failed": sum(r.failed for r in reports),
+        "not_sent_through_envoy": sum(r.not_sent for r in reports),
     }
 
 
@@ -500,6 +576,7 @@ def _run_json(x: Run) -> dict[str, Any]:
         "emulator": None if x.plugin is None else (x.plugin_disagreement or "agrees"),
         "envoy": None if x.envoy is None else describe_response(x.envoy, x.reached_upstream),
         "envoy_disagreement": x.envoy_disagreement,
+        "envoy_not_sent": x.envoy_not_sent,
     }
 
 
@@ -523,6 +600,8 @@ def to_junit(reports: list[PolicyReport]) -> str:
                     case, "failure", message=(r.disagreement and COMPILER_BUG) or r.mismatch or ""
                 )
                 failure.text = explain.render_text(report.checked.source, r.decision)
+            if r.not_sent:
+                ET.SubElement(case, "system-out").text = r.not_sent
         if report.error or report.diagnostics:
             err = ET.SubElement(suite, "error", message=report.error or "invalid input")
             err.text = "\n".join(d.message for d in report.diagnostics)

@@ -4,12 +4,15 @@ Ordinary clients tidy a request up (merge or reorder headers, trim values,
 normalise the path), which hides what a proxy does with the untidy ones.
 These write the request line and header lines as given: repeats, order,
 header-name case (HTTP/1.1 only: HTTP/2 requires lower case), surrounding
-whitespace and the path's exact bytes.  One request per connection.
+whitespace and the path's exact bytes.  One request per connection, from
+a chosen loopback address when asked (`source`): Linux routes all of
+127.0.0.0/8 to the loopback interface, so a test can be any client in it.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 
@@ -19,8 +22,10 @@ import h2.events
 import h2.exceptions
 
 from hdrpolicy.codec import Protocol, SentRequest
+from hdrpolicy.semantics import client_address
 
 TIMEOUT_S = 30.0
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,26 @@ def http1_bytes(request: SentRequest) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-def send_http1(port: int, request: SentRequest, host: str = "127.0.0.1") -> Response:
-    with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
+def loopback_source(client: str) -> str | None:
+    """The address to send from so that Envoy on 127.0.0.1 sees `client` as the
+    peer (`127.0.0.2`, `127.0.0.2:5000`; the port is the kernel's), or None if
+    this machine cannot: not IPv4 loopback."""
+    address = client_address(client.encode()).decode()
+    if address and ":" not in address and ipaddress.IPv4Address(address) in LOOPBACK:
+        return address
+    return None
+
+
+def _connect(host: str, port: int, source: str | None) -> socket.socket:
+    """A connection to host:port, from `source` (any free port) when given."""
+    bind = None if source is None else (source, 0)
+    return socket.create_connection((host, port), timeout=TIMEOUT_S, source_address=bind)
+
+
+def send_http1(
+    port: int, request: SentRequest, host: str = "127.0.0.1", source: str | None = None
+) -> Response:
+    with _connect(host, port, source) as sock:
         sock.sendall(http1_bytes(request))
         response = http.client.HTTPResponse(sock, method=request.method)
         try:
@@ -84,7 +107,9 @@ class _Stream:
     done: bool = False
 
 
-def send_http2(port: int, request: SentRequest, host: str = "127.0.0.1") -> Response:
+def send_http2(
+    port: int, request: SentRequest, host: str = "127.0.0.1", source: str | None = None
+) -> Response:
     """h2c with prior knowledge; h2's own header validation and normalisation are off."""
     config = h2.config.H2Configuration(
         client_side=True,
@@ -95,7 +120,7 @@ def send_http2(port: int, request: SentRequest, host: str = "127.0.0.1") -> Resp
     )
     conn = h2.connection.H2Connection(config=config)
     stream = _Stream()
-    with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
+    with _connect(host, port, source) as sock:
         conn.initiate_connection()
         conn.send_headers(1, http2_headers(request), end_stream=True)
         sock.sendall(conn.data_to_send())
@@ -139,8 +164,11 @@ def _handle(conn: h2.connection.H2Connection, event: h2.events.Event, stream: _S
         stream.done = True
 
 
-def send(protocol: Protocol, port: int, request: SentRequest) -> Response:
-    """Send `request` to 127.0.0.1:`port` over `protocol`."""
+def send(
+    protocol: Protocol, port: int, request: SentRequest, source: str | None = None
+) -> Response:
+    """Send `request` to 127.0.0.1:`port` over `protocol`, from `source` if given
+    (a loopback address: `loopback_source`)."""
     if protocol is Protocol.HTTP1:
-        return send_http1(port, request)
-    return send_http2(port, request)
+        return send_http1(port, request, source=source)
+    return send_http2(port, request, source=source)

@@ -139,6 +139,9 @@ class Plugin:
     fail_open: bool = False
     # Envoy's own path normalisation (PATH_NORMALISATION) on this listener.
     normalise_paths: bool = True
+    # The listener faces clients (EDGE): the client address a plug-in reads
+    # (`source.address`) is the TCP peer, never what `x-forwarded-for` says.
+    use_remote_address: bool = True
     # Where this listener's access log goes (a file, `/dev/stdout`), and the
     # policy whose decision it prints (from the plug-in's filter state).
     access_log: str | None = None
@@ -184,6 +187,17 @@ PATH_NORMALISATION: dict[str, Any] = {
     "merge_slashes": True,
     "path_with_escaped_slashes_action": "REJECT_REQUEST",
 }
+
+
+# A listener that clients reach directly.  With Envoy's default
+# (`use_remote_address: false`, no trusted hops) the downstream remote address
+# (the `source.address` property, which `client` rules judge) is the last
+# address in `x-forwarded-for` whenever the request carries one, so any client
+# could pick the address a rule sees (measured: `codec.source_address`).  With
+# it on, the address is the TCP peer; Envoy appends it to `x-forwarded-for`
+# and sets `x-envoy-external-address`.  Behind a trusted load balancer, add
+# `xff_num_trusted_hops: N` (Istio's `gatewayTopology.numTrustedProxies`).
+EDGE: dict[str, Any] = {"use_remote_address": True}
 
 
 # Envoy's tag extraction for the plug-in's counters (`rollout.decision_metric`,
@@ -260,6 +274,7 @@ def _listener(plugin: Plugin, upstream: Upstream | None) -> dict[str, Any]:
         # HTTP/1.1, and HTTP/2 with or without TLS (h2c prior knowledge).
         "codec_type": "AUTO",
         **(PATH_NORMALISATION if plugin.normalise_paths else {}),
+        **(EDGE if plugin.use_remote_address else {}),
         "route_config": {
             "name": name,
             "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [route]}],
