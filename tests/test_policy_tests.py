@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
+from hdrpolicy.codec import Protocol, deliver
 from hdrpolicy.diagnostics import Source, render_text
 from hdrpolicy.evaluate import Headers, evaluate
 from hdrpolicy.frontend import ir
@@ -140,6 +141,11 @@ def test_explain_rejects_a_malformed_header() -> None:
         ("bad-expect", 7, "a header must be a [name, value] pair"),
         ("duplicate-names", 4, "duplicate case name `same`"),
         ("not-yaml", 2, "invalid YAML"),
+        ("bad-client", 3, "`client` must be an IP address, not `10.0.0.0/8`"),
+        ("bad-client", 6, "`client` must be an IP address, not `localhost`"),
+        ("bad-client", 9, "`client` must be an IP address, not `127.0.0.1:8080`"),
+        ("bad-client", 12, "`client` must be an IP address, not `fe80::1%eth0`"),
+        ("bad-client", 15, "`client` must be a string, not `2001:0:0:0:0:0:0:1`"),
     ],
 )
 def test_test_file_errors_point_at_the_yaml_line(name: str, line: int, message: str) -> None:
@@ -148,6 +154,27 @@ def test_test_file_errors_point_at_the_yaml_line(name: str, line: int, message: 
     assert any(ln == line and msg.startswith(message) for ln, msg in found), found
     rendered = render_text(loaded.source, loaded.diagnostics[0])
     assert f"{name}.tests.yaml:" in rendered and "^" in rendered
+
+
+def test_a_case_comes_from_its_client_or_from_127_0_0_1(tmp_path: Path) -> None:
+    tests = tmp_path / "p.tests.yaml"
+    tests.write_text(
+        "cases:\n"
+        "  - {name: default, expect: allow}\n"
+        "  - {name: v4, request: {client: 10.1.2.3}, expect: allow}\n"
+        '  - {name: v6, request: {client: "2001:db8::1"}, expect: allow}\n'
+    )
+    loaded = load(tests)
+    assert loaded.diagnostics == []
+    assert [c.request().client for c in loaded.cases] == [
+        "127.0.0.1:50000",
+        "10.1.2.3:50000",
+        "[2001:db8::1]:50000",
+    ]
+    # The evaluator reads it as the plug-in does, through the codec.
+    policy = policy_of('deny 403 when client in ["10.0.0.0/8", "2001:db8::/32"]\n')
+    decided = [evaluate(policy, deliver(Protocol.HTTP1, c.request())).allowed for c in loaded.cases]
+    assert decided == [True, False, False]
 
 
 def test_every_example_has_a_tests_file() -> None:
