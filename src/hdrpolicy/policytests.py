@@ -6,13 +6,12 @@ it are diagnostics like a policy's, pointing at the offending YAML node.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from hdrpolicy.codec import SentRequest, source_address
+from hdrpolicy.codec import SentRequest, is_address, source_address
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -133,11 +132,7 @@ class _Loader:
         text = self.string(node, "`client`")
         if text is None:
             return None
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            address = None
-        if address is None or "%" in text:
+        if not is_address(text):
             self.error(
                 node,
                 f"`client` must be an IP address, not `{text}`",
