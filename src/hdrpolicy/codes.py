@@ -161,7 +161,7 @@ class Code(StrEnum):
         _E,
         "empty list",
         "empty list, or a list file with no values",
-        '`in []`, `list a = []`, a list file of comments only',
+        "`in []`, `list a = []`, a list file of comments only",
         "list at least one value",
     )
     HP210 = (
