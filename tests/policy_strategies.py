@@ -2,7 +2,9 @@
 
 The parser flattens only the left operand of `and`/`or`, so a generated
 `And` never has an `And` first (nor an `Or` an `Or`); every generated policy
-checks without errors, so it can be printed, parsed and compared.
+checks without errors, so it can be printed, parsed and compared.  Policies
+declare named lists (written in place: a list file needs a file) and use them
+as `in NAME`, as the checker leaves them: the comparison holds the list's values.
 """
 
 from __future__ import annotations
@@ -23,31 +25,90 @@ _ALPHABET = st.sampled_from([*'abAB019 /.-_"\\#()[],=é€', "\u00a0", "\U0001f6
 values = st.text(_ALPHABET, max_size=6).map(lambda v: v.strip(" "))
 bodies = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
 PATTERNS = ["^/api/", "bot", "^a+b?$", "(?i)curl", "[0-9]{2,3}", "x|y", "."]
+# Query parameter names: any text (some need quotes); cookie names: HTTP tokens.
+QUERY_NAMES = ["page", "q", "a b", "tag[]", "é", "#"]
+COOKIE_NAMES = ["sid", "session-id", "__Host-token"]
+# Address ranges without host bits (HP222 is a warning, but keep them clean).
+CIDRS = [
+    "10.0.0.0/8",
+    "192.168.1.0/24",
+    "127.0.0.1",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "::1",
+    "::ffff:10.0.0.0/104",
+]
+LIST_NAMES = ["admins", "tenants", "nets", "Ops_1", "a-b"]
 
 
 def lit(value: str) -> ir.StringLit:
     return ir.StringLit(value=value, span=SPAN)
 
 
+_NAMES = {
+    ir.SubjectKind.HEADER: HEADER_NAMES,
+    ir.SubjectKind.QUERY: QUERY_NAMES,
+    ir.SubjectKind.COOKIE: COOKIE_NAMES,
+}
+
+
+def _networks(kind: ir.SubjectKind) -> bool:
+    return semantics.operator(ir.Op.IN, kind).networks
+
+
 @st.composite
-def compares(draw: st.DrawFn) -> ir.Compare:
+def named_lists(draw: st.DrawFn) -> list[ir.NamedList]:
+    """Up to two lists with distinct names: of values (lower case, so `host` can use
+    them) or of address ranges (for `client`)."""
+    names = draw(st.lists(st.sampled_from(LIST_NAMES), max_size=2, unique=True))
+    out = []
+    for name in names:
+        if draw(st.booleans()):
+            raw = draw(st.lists(st.sampled_from(CIDRS), min_size=1, max_size=3, unique=True))
+        else:
+            raw = [v.lower() for v in draw(st.lists(values, min_size=1, max_size=3))]
+        out.append(ir.NamedList(name=name, values=[lit(v) for v in raw], span=SPAN))
+    return out
+
+
+@st.composite
+def compares(draw: st.DrawFn, lists: tuple[ir.NamedList, ...] = ()) -> ir.Compare:
     kind = draw(st.sampled_from(list(ir.SubjectKind)))
-    name = draw(st.sampled_from(HEADER_NAMES)) if kind is ir.SubjectKind.HEADER else None
+    names = _NAMES.get(kind)
+    name = draw(st.sampled_from(names)) if names is not None else None
     subject = ir.Subject(kind=kind, name=name, span=SPAN)
-    op = draw(st.sampled_from(list(ir.Op)))
-    meaning = semantics.operator(op)
+    allowed = semantics.subject(kind).operators
+    op = draw(st.sampled_from([op for op in ir.Op if allowed is None or op in allowed]))
+    meaning = semantics.operator(op, kind)
     ignore_case = False
+    list_name = None
     vals: list[ir.StringLit] = []
     if meaning.pattern:
         vals = [lit(draw(st.sampled_from(PATTERNS)))]
     elif meaning.literals is not semantics.Literals.NONE:
         ignore_case = meaning.ignore_case and draw(st.booleans())
-        n = draw(st.integers(1, 3)) if meaning.literals is semantics.Literals.LIST else 1
-        raw = [draw(values) for _ in range(n)]
-        if kind is ir.SubjectKind.HOST and not ignore_case:
-            raw = [v.lower() for v in raw]
-        vals = [lit(v) for v in raw]
-    return ir.Compare(subject=subject, op=op, values=vals, ignore_case=ignore_case, span=SPAN)
+        usable = [n for n in lists if _networks(kind) == all(v.value in CIDRS for v in n.values)]
+        # Two in three `in` comparisons that can use a list do.
+        if meaning.literals is semantics.Literals.LIST and usable and draw(st.integers(0, 2)):
+            named = draw(st.sampled_from(usable))
+            list_name, vals = named.name, list(named.values)
+        else:
+            n = draw(st.integers(1, 3)) if meaning.literals is semantics.Literals.LIST else 1
+            if meaning.networks:
+                raw = [draw(st.sampled_from(CIDRS)) for _ in range(n)]
+            else:
+                raw = [draw(values) for _ in range(n)]
+            if kind is ir.SubjectKind.HOST and not ignore_case:
+                raw = [v.lower() for v in raw]
+            vals = [lit(v) for v in raw]
+    return ir.Compare(
+        subject=subject,
+        op=op,
+        values=vals,
+        ignore_case=ignore_case,
+        list_name=list_name,
+        span=SPAN,
+    )
 
 
 def _extend(children: st.SearchStrategy[ir.Condition]) -> st.SearchStrategy[ir.Condition]:
@@ -66,7 +127,12 @@ def _extend(children: st.SearchStrategy[ir.Condition]) -> st.SearchStrategy[ir.C
     )
 
 
-conditions: st.SearchStrategy[ir.Condition] = st.recursive(compares(), _extend, max_leaves=6)
+def conditions_over(lists: tuple[ir.NamedList, ...]) -> st.SearchStrategy[ir.Condition]:
+    """Conditions whose `in` comparisons may use these lists."""
+    return st.recursive(compares(lists), _extend, max_leaves=6)
+
+
+conditions = conditions_over(())
 
 
 @st.composite
@@ -88,7 +154,9 @@ def responses(draw: st.DrawFn) -> ir.Response:
 
 
 @st.composite
-def rules(draw: st.DrawFn, conditional: bool = True) -> ir.Rule:
+def rules(
+    draw: st.DrawFn, conditional: bool = True, lists: tuple[ir.NamedList, ...] = ()
+) -> ir.Rule:
     action = draw(st.sampled_from(list(ir.Action)))
     response = draw(responses()) if action is ir.Action.DENY else None
     if not conditional:
@@ -97,16 +165,17 @@ def rules(draw: st.DrawFn, conditional: bool = True) -> ir.Rule:
         action=action,
         response=response,
         guard=draw(st.sampled_from(list(ir.Guard))),
-        condition=draw(conditions),
+        condition=draw(conditions_over(lists)),
         span=SPAN,
     )
 
 
 @st.composite
 def policies(draw: st.DrawFn, max_rules: int = 5) -> ir.Policy:
-    body = draw(st.lists(rules(), max_size=max_rules))
+    lists = tuple(draw(named_lists()))
+    body = draw(st.lists(rules(lists=lists), max_size=max_rules))
     default = draw(st.none() | responses())
     if default is None and draw(st.booleans()):
         body.append(draw(rules(conditional=False)))
     name = draw(st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True))
-    return ir.Policy(name=name, rules=body, default=default, span=SPAN)
+    return ir.Policy(name=name, rules=body, default=default, lists=list(lists), span=SPAN)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hdrpolicy.diagnostics import Source, has_errors
 from hdrpolicy.fmt import check_formatted, format_file, format_policy, format_source
 from hdrpolicy.frontend import ir
-from hdrpolicy.frontend.pipeline import check_source
+from hdrpolicy.frontend.pipeline import check_source, files_beside
 from policy_strategies import policies
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
@@ -160,3 +160,104 @@ def test_fmt_of_a_broken_up_layout_is_idempotent(policy: ir.Policy) -> None:
     assert once is not None
     assert format_source(once).text == once
     assert _policy(once) == policy
+
+
+LISTS_MESSY = """\
+policy "lists"
+# who may
+list admins=["alice","bob",]   # the admins
+list tenants   from   "tenants.txt"
+list offices = ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32", "172.16.0.0/12", "100.64.0.0/10", "198.51.100.0/24"]
+list reviewed = [
+  "a",   # first
+  # before b
+  "b"
+  # before the end
+]
+deny 403 when header x-user not in admins and query "a b" == "1" and cookie sid exists
+deny 403 when client in [ "10.0.0.0/8" ] or header x-tenant in tenants
+deny 403 when client not in offices and query page in reviewed and cookie "__Host-t" == "x"
+"""
+
+LISTS_TIDY = """\
+policy "lists"
+
+# who may
+list admins = ["alice", "bob"]  # the admins
+list tenants from "tenants.txt"
+list offices = [
+    "10.0.0.0/8",
+    "192.168.0.0/16",
+    "2001:db8::/32",
+    "172.16.0.0/12",
+    "100.64.0.0/10",
+    "198.51.100.0/24",
+]
+list reviewed = [
+    "a",  # first
+    # before b
+    "b",
+    # before the end
+]
+deny 403 when header x-user not in admins and query "a b" == "1" and cookie sid exists
+deny 403 when client in ["10.0.0.0/8"] or header x-tenant in tenants
+deny 403 when client not in offices and query page in reviewed and cookie __Host-t == "x"
+"""
+
+
+def test_lists_query_cookie_and_client_have_one_layout(tmp_path: Path) -> None:
+    # No tenants.txt anywhere: `fmt` never reads list files, so it formats anyway.
+    result = format_source(LISTS_MESSY)
+    assert [d.code for d in result.diagnostics] == []
+    assert result.text == LISTS_TIDY
+    assert format_source(LISTS_TIDY).text == LISTS_TIDY
+    # With the list file beside it, both layouts mean the same policy.
+    (tmp_path / "tenants.txt").write_text("# tenants\nacme\nglobex\n")
+    before = check_source(Source("t.hp", LISTS_MESSY), "t", files_beside(tmp_path))
+    after = check_source(Source("t.hp", LISTS_TIDY), "t", files_beside(tmp_path))
+    assert before.ok and after.ok
+    assert before.policy == after.policy
+    [tenants] = [n for n in after.policy.lists if n.name == "tenants"]  # type: ignore[union-attr]
+    assert [v.value for v in tenants.values] == ["acme", "globex"]
+
+
+def test_in_name_stays_a_name() -> None:
+    text = 'list a = ["x", "y"]\ndeny 403 when header h in a or header g not in a ignoring case\n'
+    assert format_source(text).text == text
+    policy = _policy(text)
+    [rule] = policy.rules
+    assert rule.condition is not None
+    assert [c.list_name for c in ir.comparisons(rule.condition)] == ["a", "a"]
+    # The comparison holds the list's values (the checker filled them in), yet prints by name.
+    assert [v.value for v in ir.comparisons(rule.condition)[0].values] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'list t from "/etc/tenants.txt"\ndeny 403 when header x in t\n',  # absolute: HP219
+        'list t from "missing.txt"\ndeny 403 when header x in t\n',  # missing: HP219
+    ],
+)
+def test_fmt_formats_a_policy_whose_list_file_check_refuses(text: str) -> None:
+    checked = check_source(Source("t.hp", text), "t")
+    assert [d.code for d in checked.diagnostics] == ["HP219"]
+    result = format_source(text)
+    assert result.text == text
+    assert result.diagnostics == []
+
+
+def test_fmt_refuses_an_unknown_list_and_keeps_other_warnings() -> None:
+    unknown = format_source("deny 403 when header x in admins\n")
+    assert unknown.text is None
+    assert [d.code for d in unknown.diagnostics] == ["HP216"]
+    unused = format_source('list a = ["x"]\ndeny 403\n')
+    assert unused.text == 'list a = ["x"]\ndeny 403\n'
+    assert [d.code for d in unused.diagnostics] == ["HP217"]
+
+
+def test_names_that_need_quotes_keep_them() -> None:
+    text = 'deny 403 when query "a=b c" exists or query "x#" == "1" or cookie "sid" exists\n'
+    want = 'deny 403 when query "a=b c" exists or query "x#" == "1" or cookie sid exists\n'
+    assert format_source(text).text == want
+    assert _policy(want) == _policy(text)

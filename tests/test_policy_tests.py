@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, hdrpolicy
+from hdrpolicy.codec import Protocol, deliver
 from hdrpolicy.diagnostics import Source, render_text
 from hdrpolicy.evaluate import Headers, evaluate
 from hdrpolicy.frontend import ir
@@ -127,6 +128,97 @@ def test_explain_rejects_a_malformed_header() -> None:
     assert proc.returncode == 1 and "NAME=VALUE" in proc.stderr
 
 
+LISTS_POLICY = """\
+list admins from "admins.txt"
+list offices = ["10.0.0.0/8", "2001:db8::/32"]
+deny 403 "admins only" when path starts_with "/admin/" and header x-user not in admins
+deny 403 "offices only" when query debug == "1" and client not in offices
+deny 401 "no session" when not cookie sid exists
+"""
+
+
+@pytest.fixture
+def lists_policy(tmp_path: Path) -> Path:
+    (tmp_path / "admins.txt").write_text("# who may\nalice\nbob\n")
+    policy = tmp_path / "lists.hp"
+    policy.write_text(LISTS_POLICY)
+    return policy
+
+
+def test_explain_names_the_list_and_what_in_it_matched(lists_policy: Path) -> None:
+    proc = hdrpolicy(
+        "explain",
+        str(lists_policy),
+        "--path",
+        "/admin/x?debug=1&x=%41+b",
+        "--client",
+        "2001:db8::5",
+        "-H",
+        "x-user: bob",
+        "-H",
+        'cookie: a=1; sid="s 1"',
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert (
+        'header x-user not in admins  (header x-user is "bob"; admins has "bob") → false' in lines
+    )
+    assert 'query debug == "1"  (query debug is "1") → true' in lines
+    # IPv6 as the plug-in compares it: in full; and the range of the list that holds it.
+    assert (
+        'client not in offices  (client is "2001:0db8:0000:0000:0000:0000:0000:0005"; '
+        'offices has "2001:db8::/32") → false'
+    ) in lines
+    # A quoted cookie value is read as sent and without its quotes: two readings.
+    assert lines[0] == "decision: allow"
+    assert lines[2].startswith("readings: 2 ")
+    assert 'cookie sid exists  (cookie sid is "\\"s 1\\"") → true' in lines
+    outsider = hdrpolicy("explain", str(lists_policy), "--path", "/?debug=1", "-H", "cookie: sid=1")
+    assert 'decision: deny 403 "offices only"' in outsider.stdout
+    assert 'client not in offices  (client is "127.0.0.1"; offices has no match) → true' in (
+        outsider.stdout
+    )
+    data = json.loads(
+        hdrpolicy(
+            "explain",
+            str(lists_policy),
+            "--path",
+            "/admin/",
+            "-H",
+            "x-user=eve",
+            "--format",
+            "json",
+        ).stdout
+    )
+    first = data["trace"][0]["comparisons"][1]
+    assert (first["list"], first["value"], first["matched"], first["result"]) == (
+        "admins",
+        "eve",
+        None,
+        True,
+    )
+
+
+def test_explain_refuses_a_malformed_query_before_any_rule(lists_policy: Path) -> None:
+    proc = hdrpolicy("explain", str(lists_policy), "--path", "/?debug=%zz")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == [
+        'decision: deny 400 "query string not well-formed"',
+        "decided by: refused before any rule: query string not well-formed "
+        '(the path is "/?debug=%zz")',
+    ]
+
+
+@pytest.mark.parametrize("client", ["10.0.0.0/8", "localhost", "10.1.2.3:80", "fe80::1%eth0", ""])
+def test_explain_refuses_a_client_that_is_not_an_address(lists_policy: Path, client: str) -> None:
+    proc = hdrpolicy("explain", str(lists_policy), "--client", client)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"error: `--client {client}` is not an IP address (e.g. 10.1.2.3 or 2001:db8::1: "
+        "one address, no range, port or zone)\n"
+    )
+
+
 # -- test files -------------------------------------------------------------------
 
 
@@ -140,6 +232,11 @@ def test_explain_rejects_a_malformed_header() -> None:
         ("bad-expect", 7, "a header must be a [name, value] pair"),
         ("duplicate-names", 4, "duplicate case name `same`"),
         ("not-yaml", 2, "invalid YAML"),
+        ("bad-client", 3, "`client` must be an IP address, not `10.0.0.0/8`"),
+        ("bad-client", 6, "`client` must be an IP address, not `localhost`"),
+        ("bad-client", 9, "`client` must be an IP address, not `127.0.0.1:8080`"),
+        ("bad-client", 12, "`client` must be an IP address, not `fe80::1%eth0`"),
+        ("bad-client", 15, "`client` must be a string, not `2001:0:0:0:0:0:0:1`"),
     ],
 )
 def test_test_file_errors_point_at_the_yaml_line(name: str, line: int, message: str) -> None:
@@ -148,6 +245,27 @@ def test_test_file_errors_point_at_the_yaml_line(name: str, line: int, message: 
     assert any(ln == line and msg.startswith(message) for ln, msg in found), found
     rendered = render_text(loaded.source, loaded.diagnostics[0])
     assert f"{name}.tests.yaml:" in rendered and "^" in rendered
+
+
+def test_a_case_comes_from_its_client_or_from_127_0_0_1(tmp_path: Path) -> None:
+    tests = tmp_path / "p.tests.yaml"
+    tests.write_text(
+        "cases:\n"
+        "  - {name: default, expect: allow}\n"
+        "  - {name: v4, request: {client: 10.1.2.3}, expect: allow}\n"
+        '  - {name: v6, request: {client: "2001:db8::1"}, expect: allow}\n'
+    )
+    loaded = load(tests)
+    assert loaded.diagnostics == []
+    assert [c.request().client for c in loaded.cases] == [
+        "127.0.0.1:50000",
+        "10.1.2.3:50000",
+        "[2001:db8::1]:50000",
+    ]
+    # The evaluator reads it as the plug-in does, through the codec.
+    policy = policy_of('deny 403 when client in ["10.0.0.0/8", "2001:db8::/32"]\n')
+    decided = [evaluate(policy, deliver(Protocol.HTTP1, c.request())).allowed for c in loaded.cases]
+    assert decided == [True, False, False]
 
 
 def test_every_example_has_a_tests_file() -> None:

@@ -109,3 +109,47 @@ def test_cli_reports_coverage_as_text_and_json() -> None:
     [coverage] = data["coverage"]
     assert coverage["rules"] == {"covered": 1, "total": 1} and coverage["uncovered"] == []
     assert "coverage" not in json.loads(hdrpolicy("test", "--format", "json", policy).stdout)
+
+
+def test_comparisons_on_query_cookie_and_client_are_counted(tmp_path: Path) -> None:
+    policy = """\
+list offices = ["10.0.0.0/8", "2001:db8::/32"]
+deny 403 "office" when client in offices and query debug == "1"
+deny 401 "session" when not cookie sid exists
+"""
+    tests = """\
+cases:
+  - name: from the office, debugging
+    request: {client: 10.1.2.3, path: "/?debug=1", headers: {cookie: sid=a}}
+    expect: {status: 403}
+  - name: no session, from the default client
+    request: {path: "/?debug=1"}
+    expect: {status: 401}
+"""
+    c = _measure(tmp_path, policy, tests)
+    [office, session] = c.rules
+    # client: true from 10.1.2.3, false from the default 127.0.0.1 (each distinct
+    # reading once over both protocols); query: true in both; the cookie only reached
+    # by the second case, where it is missing.
+    assert [(x.sides.true, x.sides.false) for x in office.comparisons] == [(1, 1), (2, 0)]
+    assert [(x.sides.true, x.sides.false) for x in session.comparisons] == [(0, 1)]
+    assert [
+        (g["line"], g["comparison"], g["what"]) for g in c.gaps() if g["kind"] == "comparison"
+    ] == [
+        (2, 'query debug == "1"', "is never false"),
+        (3, "cookie sid exists", "is never true"),
+    ]
+    more = (
+        tests
+        + """\
+  - name: from the office with a session, not debugging
+    request: {client: "2001:db8::7", path: "/?debug=0&debug=", headers: {cookie: "a=1; sid=x"}}
+    expect: allow
+"""
+    )
+    c = _measure(tmp_path, policy, more)
+    [office, session] = c.rules
+    # `debug` sent twice gives three readings ("0", "" and "0,"), each counted.
+    assert [(x.sides.true, x.sides.false) for x in office.comparisons] == [(4, 1), (2, 3)]
+    assert [(x.sides.true, x.sides.false) for x in session.comparisons] == [(3, 1)]
+    assert [g for g in c.gaps() if g["kind"] == "comparison"] == []

@@ -729,6 +729,9 @@ def explain(
     method: Annotated[str, typer.Option(help="The request method.")] = "GET",
     path: Annotated[str, typer.Option(help="The request path (with any query).")] = "/",
     host: Annotated[str, typer.Option(help="The request authority.")] = "localhost",
+    client: Annotated[
+        str, typer.Option(help="The client's IP address, as Envoy gives it (`client` reads it).")
+    ] = "127.0.0.1",
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text or json.")
     ] = OutputFormat.TEXT,
@@ -743,16 +746,25 @@ def explain(
     from hdrpolicy import explain as explain_decision
     from hdrpolicy import rollout
     from hdrpolicy.backend.compiler import rollout_build
+    from hdrpolicy.codec import CLIENT_ADDRESS, is_address, peer_address
 
     checked, shadow_checked = _read_pair(policy, shadow)
     options = _rollout_options(mode is Mode.DRY_RUN, shadow, True, True, None, False)
+    if not is_token(method):
+        raise HdrpolicyError(f"`--method {method}` is not an HTTP method (a token such as GET)")
+    if not is_address(client):
+        raise HdrpolicyError(
+            f"`--client {client}` is not an IP address (e.g. 10.1.2.3 or 2001:db8::1: "
+            "one address, no range, port or zone)"
+        )
+    # In the order Envoy hands them over (`codec.deliver`): the client address after
+    # the pseudo-headers, with a port as Envoy's `source.address` has one.
     pairs: list[tuple[bytes, bytes]] = [
         (b":method", method.encode("utf-8", "surrogateescape")),
         (b":path", path.encode("utf-8", "surrogateescape")),
         (b":authority", host.encode("utf-8", "surrogateescape")),
+        (CLIENT_ADDRESS.encode(), peer_address(client).encode()),
     ]
-    if not is_token(method):
-        raise HdrpolicyError(f"`--method {method}` is not an HTTP method (a token such as GET)")
     for item in header or []:
         name, value = _header_option(item)
         # A byte the terminal passed that is not UTF-8 is sent as that byte.

@@ -73,6 +73,26 @@ Headers = list[tuple[bytes, bytes]]
 CLIENT_ADDRESS = ":source.address"
 
 
+# The port a modelled client connects from: Envoy's `source.address` always has
+# one (an ephemeral port), and no rule reads it.
+CLIENT_PORT = 50000
+
+
+def is_address(text: str) -> bool:
+    """One IPv4 or IPv6 address, as a client connects from (no range, port or zone)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return "%" not in text
+
+
+def peer_address(address: str, port: int = CLIENT_PORT) -> str:
+    """The TCP peer Envoy sees for a client at an IP address: `10.1.2.3:50000`,
+    `[2001:db8::1]:50000`."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 class Protocol(StrEnum):
     """How the client talks to Envoy."""
 

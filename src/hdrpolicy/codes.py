@@ -95,10 +95,10 @@ class Code(StrEnum):
     HP201 = (
         "HP201",
         _E,
-        "invalid header name",
-        "invalid header name",
-        "`header x/y exists`",
-        "header names are HTTP tokens: letters, digits and !#$%&'*+-.^_`|~",
+        "invalid header or cookie name",
+        "a header or cookie name that is not an HTTP token, or an empty query parameter name",
+        '`header x/y exists`, `cookie "a b" exists`, `query "" exists`',
+        "header and cookie names are HTTP tokens: letters, digits and !#$%&'*+-.^_`|~",
     )
     HP202 = (
         "HP202",
@@ -160,8 +160,8 @@ class Code(StrEnum):
         "HP209",
         _E,
         "empty list",
-        "empty list",
-        "`in []`",
+        "empty list, or a list file with no values",
+        "`in []`, `list a = []`, a list file of comments only",
         "list at least one value",
     )
     HP210 = (
@@ -192,10 +192,10 @@ class Code(StrEnum):
     HP213 = (
         "HP213",
         _E,
-        "`ignoring case` on `matches`",
-        "`ignoring case` on `matches`",
-        '`matches "bot" ignoring case`',
-        "write `(?i)` in the pattern instead",
+        "`ignoring case` where it does not apply",
+        "`ignoring case` on `matches` or on `client`",
+        '`matches "bot" ignoring case`, `client in ["10.0.0.0/8"] ignoring case`',
+        "write `(?i)` in the pattern instead; addresses have no case",
     )
     HP214 = (
         "HP214",
@@ -251,7 +251,7 @@ class Code(StrEnum):
         _E,
         "operator does not apply to the subject",
         "an operator a subject does not take",
-        '`client == "10.0.0.1"`, `client in ["10.0.0.0/8"] ignoring case`',
+        '`client == "10.0.0.1"`, `client exists`',
         "`client` takes `in` and `not in` with address ranges",
     )
     HP221 = (

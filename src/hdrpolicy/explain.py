@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hdrpolicy import rollout
+from hdrpolicy import rollout, semantics
 from hdrpolicy.diagnostics import Source, visible
 from hdrpolicy.evaluate import CompareTrace, Decision, RuleTrace
 from hdrpolicy.frontend import ir
+from hdrpolicy.semantics import Literals
 
 
 def _show(value: bytes | None) -> str:
@@ -32,9 +33,39 @@ def _rule_text(source: Source, node: ir.Node) -> str:
     return visible(" ".join(source.text[node.span.start : node.span.end].split()))
 
 
+def matched(c: CompareTrace) -> str | None:
+    """The value of an `in`/`not in` list that the subject's value matched (None: none,
+    or not a list): for `client`, the address range that holds the address."""
+    meaning = semantics.comparison(c.compare).positive
+    if meaning.literals is not Literals.LIST or c.value is None:
+        return None
+    for lit in c.compare.values:
+        if semantics.holds(meaning, lit.value, c.compare.ignore_case, c.value):
+            return lit.value
+    return None
+
+
+def _seen(c: CompareTrace) -> str:
+    """The value a comparison judged, as the plug-in sees it (a query parameter decoded,
+    a cookie's value, the client's address in `client`'s form), and for a list what
+    matched: always for a named list, for a list in place when it is not the value."""
+    cmp = c.compare
+    seen = f"{cmp.subject.label} is {_show(c.value)}"
+    if cmp.subject.kind is ir.SubjectKind.CLIENT and c.value == b"":
+        seen += " (not an IP address)"
+    if semantics.comparison(cmp).literals is not Literals.LIST or c.value is None:
+        return seen
+    found = matched(c)
+    named = cmp.list_name
+    if found is None:
+        return f"{seen}; {named} has no match" if named else seen
+    if named is None and found.encode() == c.value:
+        return seen
+    return f"{seen}; {named or 'the list'} has {_show(found.encode())}"
+
+
 def _compare_text(source: Source, c: CompareTrace) -> str:
-    seen = f"{c.compare.subject.label} is {_show(c.value)}"
-    return f"{_rule_text(source, c.compare)}  ({seen}) → {str(c.result).lower()}"
+    return f"{_rule_text(source, c.compare)}  ({_seen(c)}) → {str(c.result).lower()}"
 
 
 def outcome(decision: Decision) -> str:
@@ -48,10 +79,10 @@ def decided_by(source: Source, decision: Decision) -> str:
         return f"more than {decision.readings - 1} readings of repeated headers"
     refused = decision.refusal
     if refused is not None and refused.subject is not None:
-        return (
-            f"refused before any rule: {refused.body} "
-            f"({refused.subject.label} is {_show(refused.value)})"
-        )
+        # A query parameter's refusal is of the whole query string: show the path it is in.
+        subject = refused.subject
+        label = "the path" if subject.kind is ir.SubjectKind.QUERY else subject.label
+        return f"refused before any rule: {refused.body} ({label} is {_show(refused.value)})"
     if decision.rule is not None:
         return f"{source.path}:{decision.rule.span.line}: {_rule_text(source, decision.rule)}"
     if decision.is_default:
@@ -63,7 +94,8 @@ def render_text(source: Source, decision: Decision) -> str:
     lines = [f"decision: {outcome(decision)}", f"decided by: {decided_by(source, decision)}"]
     if decision.readings > 1:
         lines.append(
-            f"readings: {decision.readings} (repeated headers or list values); "
+            f"readings: {decision.readings} (repeated headers, query parameters or cookies, "
+            "or list values); "
             "the trace is of the deciding one"
         )
     for step in decision.trace:
@@ -110,6 +142,8 @@ def to_json(source: Source, decision: Decision) -> dict[str, Any]:
                         "subject": c.compare.subject.label,
                         "value": value(c.value),
                         "result": c.result,
+                        "list": c.compare.list_name,
+                        "matched": matched(c),
                     }
                     for c in step.comparisons
                 ],

@@ -20,6 +20,10 @@ Canonical layout:
   a rule with comments inside it is broken before each top-level `and`/`or`
   (as a long one is), each comment staying after, or on its own line before,
   the part of the condition it was next to;
+* `list NAME = ["a", "b"]` on one line; a longer one (or one with comments
+  inside) one value a line, indented, each followed by `,`, then `]` alone;
+  `list NAME from "FILE"` as written (`fmt` never reads list files);
+  a comparison written `in NAME` stays `in NAME`;
 * blank lines between statements collapse to at most one;
 * lines end with LF, or CRLF in a file whose every line ends with CRLF (a lone
   CR ends a line too, and becomes LF).
@@ -30,11 +34,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import assert_never
+from typing import Protocol, assert_never
 
 from hdrpolicy import semantics
-from hdrpolicy.diagnostics import Diagnostic, Source, has_errors, visible
+from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span, has_errors, visible
 from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.pipeline import check_source
 from hdrpolicy.printer import policy_string
@@ -74,13 +79,24 @@ class Formatted:
 
 
 def format_source(text: str, path: str = "<input>", default_name: str = "policy") -> Formatted:
-    """Format policy text; a file with errors is refused (text None, the diagnostics)."""
+    """Format policy text; a file with errors is refused (text None, the diagnostics).
+
+    List files are never read: formatting is about this file's layout, so it
+    works on a policy whose list file is missing or elsewhere (`check` reports
+    an unreadable list file, HP219; the values in it do not change the layout).
+    """
     source = Source(path, text)
-    checked = check_source(source, default_name)
-    if checked.policy is None or has_errors(checked.diagnostics):
-        return Formatted(source, None, checked.diagnostics)
+    checked = check_source(source, default_name, _unread)
+    diagnostics = [d for d in checked.diagnostics if d.code is not Code.HP219]
+    if checked.policy is None or has_errors(diagnostics):
+        return Formatted(source, None, diagnostics)
     text = _layout(checked.policy, source).replace("\n", source.newline)
-    return Formatted(source, text, checked.diagnostics)
+    return Formatted(source, text, diagnostics)
+
+
+def _unread(name: str) -> bytes:
+    """The list reader `fmt` gives the checker: it reads nothing (see `format_source`)."""
+    raise OSError(f"`fmt` does not read list files (`{name}`)")
 
 
 def _lines(text: str) -> list[str]:
@@ -127,6 +143,8 @@ def check_formatted(path: Path) -> str | None:
 def format_policy(policy: ir.Policy, *, named: bool = True) -> str:
     """A policy's canonical text without comments (`named`: write its `policy` line)."""
     out = [f"policy {policy_string(policy.name)}", ""] if named else []
+    for named_list in policy.lists:
+        out.extend(list_lines(named_list))
     for rule in policy.rules:
         out.extend(rule_lines(rule))
     if policy.default is not None:
@@ -172,8 +190,12 @@ def _layout(policy: ir.Policy, source: Source) -> str:
             )
         )
     placed: set[int] = set()
+    for named_list in policy.lists:
+        statements.append(
+            _commented_item(named_list.span, source, placed, partial(_list_layout, named_list))
+        )
     for rule in policy.rules:
-        statements.append(_rule_item(rule, source, placed))
+        statements.append(_commented_item(rule.span, source, placed, partial(_rule_layout, rule)))
     if policy.default is not None:
         d = policy.default
         statements.append(_Item(d.span.line, d.span.end_line, default_lines(d)))
@@ -190,19 +212,27 @@ def _comments(source: Source, start: int, end: int) -> list[tuple[int, str]]:
     ]
 
 
-def _rule_item(rule: ir.Rule, source: Source, placed: set[int]) -> _Item:
-    """A rule's lines, with the comments inside it kept next to the code they were next to.
+class _Layout(Protocol):
+    """A statement's lines (broken into its parts even if short when asked), and
+    where each line starts in the source."""
+
+    def __call__(self, *, broken: bool) -> tuple[list[str], list[int]]: ...
+
+
+def _commented_item(span: Span, source: Source, placed: set[int], layout: _Layout) -> _Item:
+    """A statement's lines (a rule, a list), with the comments inside it kept next to
+    the code they were next to.
 
     Comments on its last line trail the whole statement (`_attach_comments`);
-    the others are inside it.  A comment after code stays after the line
-    holding the part of the rule it followed; one on its own line goes above
-    the line holding the part it preceded, or above the rule if that part has
-    no line of its own.
+    the others are inside it, and the statement is broken into its parts.  A
+    comment after code stays after the line holding the part it followed; one
+    on its own line goes above the line holding the part it preceded, or above
+    the statement if that part has no line of its own.
     """
-    last_line_start = source.text.rfind("\n", 0, rule.span.end) + 1
-    inside = _comments(source, rule.span.start, min(rule.span.end, last_line_start))
-    lines, starts = _rule_layout(rule, broken=bool(inside))
-    item = _Item(rule.span.line, rule.span.end_line, lines)
+    last_line_start = source.text.rfind("\n", 0, span.end) + 1
+    inside = _comments(source, span.start, min(span.end, last_line_start))
+    lines, starts = layout(broken=bool(inside))
+    item = _Item(span.line, span.end_line, lines)
     for offset, text in inside:
         if _after_statement(source, offset):
             i = max(i for i, start in enumerate(starts) if start <= offset)
@@ -291,6 +321,26 @@ def _response_parts(response: ir.Response) -> tuple[str, str | None]:
     return " ".join(parts), assigns
 
 
+def list_lines(named: ir.NamedList) -> list[str]:
+    """A `list` statement: on one line, or, if too long, one value a line."""
+    return _list_layout(named, broken=False)[0]
+
+
+def _list_layout(named: ir.NamedList, *, broken: bool) -> tuple[list[str], list[int]]:
+    """`list_lines`, broken even if short when `broken`; and where each line starts in
+    the source (the statement, each value, the closing `]`)."""
+    head = f"list {named.name}"
+    if named.file is not None:
+        return [f"{head} from {policy_string(named.file)}"], [named.span.start]
+    values = [policy_string(v.value) for v in named.values]
+    one_line = f"{head} = [{', '.join(values)}]"
+    if len(one_line) <= MAX_WIDTH and not broken:
+        return [one_line], [named.span.start]
+    lines = [f"{head} = [", *(f"{INDENT}{v}," for v in values), "]"]
+    starts = [named.span.start, *(v.span.start for v in named.values), named.span.end - 1]
+    return lines, starts
+
+
 def default_lines(response: ir.Response) -> list[str]:
     return [f"default deny {response_text(response)}"]
 
@@ -376,13 +426,16 @@ def _operand_text(op: ir.Condition, parent: ir.And | ir.Or) -> str:
 
 
 def compare_text(cmp: ir.Compare) -> str:
-    meaning = semantics.operator(cmp.op)
+    """A comparison; one written `in NAME` stays so (the values are the list's)."""
+    meaning = semantics.comparison(cmp)
     head = f"{cmp.subject.label} {meaning.text}"
     match meaning.literals:
         case Literals.NONE:
             return head
         case Literals.ONE:
             value = policy_string(cmp.values[0].value)
+        case Literals.LIST if cmp.list_name is not None:
+            value = cmp.list_name
         case Literals.LIST:
             value = "[" + ", ".join(policy_string(v.value) for v in cmp.values) + "]"
         case _:

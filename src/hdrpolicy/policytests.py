@@ -11,12 +11,15 @@ from pathlib import Path
 
 import yaml
 
-from hdrpolicy.codec import SentRequest
+from hdrpolicy.codec import SentRequest, is_address, peer_address
 from hdrpolicy.diagnostics import Code, Diagnostic, Source, Span
 
 STR_TAG = "tag:yaml.org,2002:str"
 INT_TAG = "tag:yaml.org,2002:int"
 DEFAULT_METHOD, DEFAULT_PATH, DEFAULT_HOST = "GET", "/", "localhost"
+# Where a case's request comes from when it gives no `client`: the address
+# `hdrpolicy test --proxy envoy` sends from, so every run judges the same address.
+DEFAULT_CLIENT = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,15 @@ class Case:
     host: str
     headers: tuple[tuple[str, str], ...]
     expect: Expectation
+    # The client's IP address (`client in` reads it); DEFAULT_CLIENT when not given.
+    client: str = DEFAULT_CLIENT
 
     def request(self) -> SentRequest:
-        """The request as the client sends it (what the plug-in sees depends on the protocol)."""
-        return SentRequest(self.method, self.path, self.host, self.headers)
+        """The request as the client sends it (what the plug-in sees depends on the protocol),
+        from the case's client address (Envoy's `source.address`, with a port)."""
+        return SentRequest(
+            self.method, self.path, self.host, self.headers, client=peer_address(self.client)
+        )
 
 
 @dataclass
@@ -119,6 +127,21 @@ class _Loader:
             self.error(node, f"{what} must be a string")
         return None
 
+    def address(self, node: yaml.Node) -> str | None:
+        """`client`: one IP address, v4 or v6 (no range, no port, no zone)."""
+        text = self.string(node, "`client`")
+        if text is None:
+            return None
+        if not is_address(text):
+            self.error(
+                node,
+                f"`client` must be an IP address, not `{text}`",
+                help='e.g. `client: 10.1.2.3` or `client: "2001:db8::1"` (one address: '
+                "no range, no port, no zone)",
+            )
+            return None
+        return text
+
     def headers(self, node: yaml.Node, what: str) -> tuple[tuple[str, str], ...]:
         """A mapping, or a list of [name, value] pairs (for repeated headers)."""
         pairs: list[tuple[str, str]] = []
@@ -178,19 +201,22 @@ class _Loader:
         name = self.string(fields["name"], "`name`")
         request = {"method": DEFAULT_METHOD, "path": DEFAULT_PATH, "host": DEFAULT_HOST}
         headers: tuple[tuple[str, str], ...] = ()
+        client: str | None = DEFAULT_CLIENT
         if "request" in fields:
             req = self.mapping(
-                fields["request"], "`request`", {"method", "path", "host", "headers"}
+                fields["request"], "`request`", {"method", "path", "host", "headers", "client"}
             )
             for key, value in (req or {}).items():
                 if key == "headers":
                     headers = self.headers(value, "`headers`")
+                elif key == "client":
+                    client = self.address(value)
                 else:
                     text = self.string(value, f"`{key}`")
                     if text is not None:
                         request[key] = text
         expect = self.expectation(fields["expect"])
-        if name is None or expect is None:
+        if name is None or expect is None or client is None:
             return None
         return Case(
             name=name,
@@ -200,6 +226,7 @@ class _Loader:
             host=request["host"],
             headers=headers,
             expect=expect,
+            client=client,
         )
 
 

@@ -47,6 +47,7 @@ class Comparison(StrEnum):
 REFUSALS = {
     (ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY): "too-many-readings",
     (ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY): "path-not-normal",
+    (ir.BAD_QUERY_STATUS, ir.BAD_QUERY_BODY): "query-not-well-formed",
     (ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY): "padded-value",
     (ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY): "host-error",
 }

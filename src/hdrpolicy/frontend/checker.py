@@ -175,11 +175,18 @@ class _Checker:
             )
             named = named.model_copy(update={"values": named.values[:MAX_LIST_VALUES]})
         self.lists[named.name] = named
-        if not named.values:
+        if not named.values and named.file is not None:
+            self.error(
+                Code.HP209,
+                f"the list file `{named.file}` has no values: every line is blank or a comment",
+                named.file_span or named.span,
+                help="`in` an empty list is never true; write one value a line",
+            )
+        elif not named.values:
             self.error(
                 Code.HP209,
                 f"the list `{named.name}` is empty",
-                named.file_span or named.span,
+                named.span,
                 help="`in` an empty list is never true; list at least one value",
             )
         seen: dict[str, ir.StringLit] = {}
@@ -211,6 +218,8 @@ class _Checker:
         if self.read_list is None:
             self.error(Code.HP219, f"cannot read the list file `{named.file}`", span)
             return None
+        # Shown beside the policy file, as the user would open it.
+        shown = str(PurePosixPath(self.source.path).parent / named.file)
         try:
             raw = self.read_list(named.file)
         except OSError as exc:
@@ -218,16 +227,16 @@ class _Checker:
                 Code.HP219,
                 f"cannot read the list file `{named.file}`: {exc.strerror or exc}",
                 span,
-                help="the path is relative to the policy file",
+                help=f"the path is relative to the policy file: `{shown}`",
             )
             return None
-        # Shown beside the policy file, as the user would open it.
-        shown = str(PurePosixPath(self.source.path).parent / named.file)
         source, problems = Source.decode(shown, raw)
         if problems:
+            where = problems[0].span
             self.error(
                 Code.HP219,
-                f"the list file `{named.file}` is not UTF-8",
+                f"the list file `{named.file}` is not valid UTF-8 at line {where.line}, "
+                f"column {where.column}",
                 span,
                 help="save the list file as UTF-8",
             )
@@ -248,6 +257,8 @@ class _Checker:
                 if cond.list_name is None:
                     return cond
                 named = self.lists.get(cond.list_name)
+                if named is None and self._declared_in_text(cond.list_name):
+                    return cond  # its `list` statement has a syntax error, reported already
                 if named is None:
                     guess = did_you_mean(cond.list_name, self.lists)
                     self.error(
@@ -269,6 +280,11 @@ class _Checker:
                 )
             case _:
                 assert_never(cond)
+
+    def _declared_in_text(self, name: str) -> bool:
+        """Whether a line starts `list NAME` (a statement the parser could not read)."""
+        declared = rf"^[ \t]*list[ \t]+{re.escape(name)}(?![A-Za-z0-9_-])"
+        return re.search(declared, self.source.text, re.MULTILINE) is not None
 
     def _policy_name(self, parts: PolicyParts, default_name: str) -> tuple[str, Span | None]:
         for _, span in parts.names[1:]:
@@ -386,6 +402,8 @@ class _Checker:
                     Code.HP201,
                     "a query parameter's name cannot be empty",
                     subject.name_span or subject.span,
+                    help='name the parameter: `query page`, or `query "a name"` for a name '
+                    "with spaces or other characters",
                 )
         elif subject.kind is ir.SubjectKind.COOKIE:
             assert subject.name is not None
@@ -416,7 +434,12 @@ class _Checker:
                 Code.HP220,
                 f"`{subject_meaning.spelling}` cannot be compared with `{meaning.text}`",
                 cmp.op_span or cmp.span,
-                help=f"`{subject_meaning.spelling}` takes {ops}",
+                help=f"`{subject_meaning.spelling}` takes {ops}"
+                + (
+                    ' with address ranges: `client in ["10.0.0.0/8"]`'
+                    if meaning.networks or subject.kind is ir.SubjectKind.CLIENT
+                    else ""
+                ),
             )
             return
         source = self.list_sources.get(cmp.list_name or "")
@@ -427,11 +450,17 @@ class _Checker:
                 cmp.span,
                 help="`in []` is never true; list at least one value",
             )
-        if cmp.ignore_case and not meaning.ignore_case:
+        if cmp.ignore_case and not meaning.ignore_case and meaning.networks:
             self.error(
                 Code.HP213,
-                f"`ignoring case` does not apply to `{meaning.text}`"
-                + (" address ranges" if meaning.networks else ""),
+                f"`ignoring case` does not apply to `{subject.label}`: it compares addresses",
+                cmp.span,
+                help="remove `ignoring case`",
+            )
+        elif cmp.ignore_case and not meaning.ignore_case:
+            self.error(
+                Code.HP213,
+                f"`ignoring case` does not apply to `{meaning.text}`",
                 cmp.span,
                 help="start the pattern with `(?i)` instead" if meaning.pattern else None,
             )
@@ -475,7 +504,8 @@ class _Checker:
         except ValueError as exc:
             self.error(
                 Code.HP221,
-                f"{policy_string(lit.value)} is not an address range: {exc}",
+                f"{policy_string(lit.value)} is not an address range: "
+                f"{_range_problem(lit.value) or exc}",
                 lit.span,
                 help="write a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address",
                 source=source,
@@ -517,6 +547,28 @@ class _Checker:
                 help="header values cannot hold CR, LF or other control characters",
                 source=source,
             )
+
+
+def _range_problem(text: str) -> str | None:
+    """Why a literal is not a CIDR or an address, in the user's terms (None: ask Python)."""
+    address, slash, prefix = text.partition("/")
+    if text != text.strip():
+        return "it has surrounding spaces"
+    if "%" in address:
+        return "an address with a zone (`%…`) names an interface, not a range"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        if re.fullmatch(r"[0-9.]+", address) and re.search(r"(^|\.)0[0-9]", address):
+            return f"`{address}` has a leading zero, which some tools read as octal"
+        return f"`{address}` is not an IP address"
+    if not slash:
+        return None
+    if not prefix.isdigit():
+        return f"the prefix length `{prefix}` is not a number"
+    if int(prefix) > parsed.max_prefixlen:
+        return f"an IPv{parsed.version} prefix length is at most {parsed.max_prefixlen}"
+    return None
 
 
 def _describe_char(ch: str) -> str:

@@ -312,6 +312,8 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput, base: in
         start = end = len(text)
         found = "the end of the file"
         expected = set(getattr(exc, "expected", ()) or ())
+    if help_text is None:
+        help_text = _context_hint(text, start, expected)
     words = _expected_words(expected)
     cut_short = _statement_cut_short(text, start)
     if found == "an unterminated string":
@@ -324,6 +326,37 @@ def _syntax_diagnostic(source: Source, text: str, exc: UnexpectedInput, base: in
     return Diagnostic(
         Code.HP101, Code.HP101.severity, message, source.span(start, end), help=help_text
     )
+
+
+_NAMED = {"query": "parameter", "cookie": "cookie"}
+_OPERATOR_WORDS = {"exists", "in", "not", "matches", "contains", "starts_with", "ends_with"}
+
+
+def _context_hint(text: str, start: int, expected: set[str]) -> str | None:
+    """A help line from what comes before the error: a `query`/`cookie` without its name
+    (or whose operator was taken for one), a name after `client`, a list's name or
+    file written wrong."""
+    before = text[:start]
+    at = re.match(r"\S*", text[start:])
+    found = at.group() if at else ""
+    named = re.search(r"\b(query|cookie)\s+$", before)
+    if named and "PARAM_NAME" in expected:
+        keyword = named.group(1)
+        return (
+            f"name the {_NAMED[keyword]} after `{keyword}`: `{keyword} NAME …` "
+            f'(`{keyword} "…"` for a name with spaces)'
+        )
+    taken = re.search(r"\b(query|cookie)\s+(\w+)\s*$", before)
+    if taken and taken.group(2) in _OPERATOR_WORDS:
+        keyword, word = taken.groups()
+        return f"`{word}` was read as the {_NAMED[keyword]}'s name: write `{keyword} NAME {word} …`"
+    if re.search(r"\bclient\s+$", before) and found and found[0].isalpha():
+        return '`client` takes no name: write `client in ["10.0.0.0/8", …]`'
+    if "LIST_NAME" in expected and found:
+        return "a list's name is a letter, then letters, digits, `_` and `-`"
+    if re.search(r"\bfrom\s+$", before) and "STRING" in expected and found:
+        return f'write the file name in double quotes: `from "{_shorten(found)}"`'
+    return None
 
 
 def _shorten(token: str, width: int = 40) -> str:
