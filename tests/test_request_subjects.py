@@ -287,9 +287,9 @@ def test_list_files_that_cannot_be_read(tmp_path: Path) -> None:
     )
     messages = [(d.code, d.span.line, d.message) for d in checked.diagnostics]
     assert messages == [
-        ("HP219", 1, "cannot read the list file `missing.txt`: no such file"),
+        ("HP219", 1, "cannot read the list file `missing.txt`: No such file or directory"),
         ("HP219", 2, "the list file `/etc/hostname` is an absolute path"),
-        ("HP219", 3, "the list file `latin1.txt` is not UTF-8"),
+        ("HP219", 3, "the list file `latin1.txt` is not valid UTF-8 at line 1, column 4"),
         (
             "HP219",
             4,

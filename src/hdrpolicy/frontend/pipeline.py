@@ -6,6 +6,8 @@ the policy when it is usable, and every diagnostic found on the way.
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +36,10 @@ def files_beside(directory: Path) -> ListReader:
 
     def read(name: str) -> bytes:
         path = directory / name
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         if not path.is_file():
-            what = "no such file" if not path.exists() else "not a regular file"
-            raise OSError(what)
+            raise OSError("not a regular file")
         with path.open("rb") as handle:
             data = handle.read(MAX_LIST_FILE_BYTES + 1)
         if len(data) > MAX_LIST_FILE_BYTES:
