@@ -23,6 +23,9 @@ _ALPHABET = st.sampled_from([*'abAB019 /.-_"\\#()[],=é€', "\u00a0", "\U0001f6
 values = st.text(_ALPHABET, max_size=6).map(lambda v: v.strip(" "))
 bodies = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
 PATTERNS = ["^/api/", "bot", "^a+b?$", "(?i)curl", "[0-9]{2,3}", "x|y", "."]
+QUERY_NAMES = ["a", "user", "a b"]
+COOKIE_NAMES = ["a", "session"]
+NETWORKS = ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "0.0.0.0/0", "2001:db8::/32", "::1"]
 
 
 def lit(value: str) -> ir.StringLit:
@@ -32,13 +35,19 @@ def lit(value: str) -> ir.StringLit:
 @st.composite
 def compares(draw: st.DrawFn) -> ir.Compare:
     kind = draw(st.sampled_from(list(ir.SubjectKind)))
-    name = draw(st.sampled_from(HEADER_NAMES)) if kind is ir.SubjectKind.HEADER else None
+    names = {ir.SubjectKind.HEADER: HEADER_NAMES, ir.SubjectKind.QUERY: QUERY_NAMES}
+    name = draw(st.sampled_from(names.get(kind, COOKIE_NAMES)))
+    if semantics.subject(kind).pseudo and semantics.subject(kind).extract is None:
+        name = None
     subject = ir.Subject(kind=kind, name=name, span=SPAN)
-    op = draw(st.sampled_from(list(ir.Op)))
-    meaning = semantics.operator(op)
+    allowed = semantics.subject(kind).operators
+    op = draw(st.sampled_from([op for op in ir.Op if allowed is None or op in allowed]))
+    meaning = semantics.operator(op, kind)
     ignore_case = False
     vals: list[ir.StringLit] = []
-    if meaning.pattern:
+    if meaning.networks:
+        vals = [lit(v) for v in draw(st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=3))]
+    elif meaning.pattern:
         vals = [lit(draw(st.sampled_from(PATTERNS)))]
     elif meaning.literals is not semantics.Literals.NONE:
         ignore_case = meaning.ignore_case and draw(st.booleans())
