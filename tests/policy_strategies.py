@@ -36,7 +36,7 @@ def lit(value: str) -> ir.StringLit:
 def compares(draw: st.DrawFn) -> ir.Compare:
     kind = draw(st.sampled_from(list(ir.SubjectKind)))
     names = {ir.SubjectKind.HEADER: HEADER_NAMES, ir.SubjectKind.QUERY: QUERY_NAMES}
-    name = draw(st.sampled_from(names.get(kind, COOKIE_NAMES)))
+    name: str | None = draw(st.sampled_from(names.get(kind, COOKIE_NAMES)))
     if semantics.subject(kind).pseudo and semantics.subject(kind).extract is None:
         name = None
     subject = ir.Subject(kind=kind, name=name, span=SPAN)

@@ -145,8 +145,8 @@ def simplify(request: Headers, keep: Callable[[Headers], bool]) -> Headers:
         for step in (_drop_part, _readable_part):
             n = 0
             while (parts := split(current[i][1])) is not None and n < len(parts[1]):
-                value = step(parts, n)
-                if value is None or not attempt(i, value):
+                changed = step(parts, n)
+                if changed is None or not attempt(i, changed):
                     n += 1
     for i, (name, value) in enumerate(current):
         if name not in PLAIN_REQUEST and value == b"":
