@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 from pathlib import Path
 
@@ -45,15 +46,17 @@ def _analyse(text: str, steps: int = 10**6) -> tuple[ir.Policy, list[Diagnostic]
 def _witness(d: Diagnostic) -> list[tuple[bytes, bytes]]:
     """Re-read the witness from the note: `METHOD PATH (host H; name: "v", …)`."""
     note = next(n for n in d.notes if n.startswith("witness: "))
-    m = re.match(r"witness: (\S+) (\S+) \(host (\S+); (.*?)\) is ", note)
+    m = re.match(r"witness: (\S+) (\S+) \(host (\S+); (?:client (\S+); )?(.*?)\) is ", note)
     assert m, note
     headers = [
         (b":method", m[1].encode()),
         (b":path", m[2].encode()),
         (b":authority", m[3].encode()),
     ]
-    if m[4] != "no headers":
-        for name, value in re.findall(r'([\w-]+): "([^"\\]*)"', m[4]):
+    if m[4] is not None:
+        headers.append((ir.CLIENT_ADDRESS.encode(), m[4].encode()))
+    if m[5] != "no headers":
+        for name, value in re.findall(r'([\w-]+): "([^"\\]*)"', m[5]):
             headers.append((name.encode(), value.encode()))
     return headers
 
@@ -439,3 +442,130 @@ def test_not_a_word_boundary_is_tested_between_characters_as_go_does() -> None:
     assert re2.search(r"\B", "K\u212aK") is not None  # RE2's own answer differs
     for text in ("K\u212aK", "1\u212a1", "K\u212a", "\u212a\u212a", "ab", "a b"):
         assert _re2_search(r"\B", text) == alg.accepts(term, text), text
+
+
+# -- query parameters, cookies, client address ranges ------------------------------
+
+
+def _shadowed_by_first(text: str) -> tuple[ir.Policy, Diagnostic]:
+    """The one finding of a two-rule policy: HP401 on the second rule, whose
+    witness the evaluator decides by the first although the second would fire."""
+    policy, found = _analyse(text)
+    [shadowed] = found
+    first, second = policy.rules
+    assert (shadowed.code, shadowed.span) == ("HP401", second.span), found
+    assert shadowed.message == (
+        f"rule never fires: the rule at line {first.span.line} always decides first"
+    )
+    decision = evaluate(policy, _witness(shadowed))
+    assert decision.rule is policy.rules[0]
+    assert fires(policy.rules[1], decision.values, [])
+    return policy, shadowed
+
+
+def test_a_rule_shadowed_by_a_wider_address_range() -> None:
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when client in ["10.0.0.0/8"]\ndeny 401 when client in ["10.1.0.0/16"]\n'
+    )
+    [address] = re.findall(r"client (\S+);", shadowed.notes[0])
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("10.1.0.0/16")
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        '["10.0.0.0/7"]',  # wider
+        '["10.1.0.0/16", "192.168.0.0/16"]',  # one range outside
+        '["10.255.255.255", "11.0.0.0"]',  # the first address past the range
+        '["::/0"]',  # an IPv4 range holds no IPv6 address
+    ],
+)
+def test_ranges_that_only_overlap_shadow_nothing(second: str) -> None:
+    _, found = _analyse(
+        f'deny 403 when client in ["10.0.0.0/8"]\ndeny 401 when client in {second}\n'
+    )
+    assert found == []
+
+
+def test_a_rule_shadowed_through_not_in() -> None:
+    _shadowed_by_first(
+        'deny 403 when client not in ["10.0.0.0/8", "2001:db8::/32"]\n'
+        'deny 401 when client in ["192.168.0.0/16", "2001:db9::/32"]\n'
+    )
+    # The complement of a range is judged exactly: `not in` shadows only what is outside.
+    _, found = _analyse(
+        'deny 403 when client not in ["10.0.0.0/8"]\ndeny 401 when client in ["10.0.0.0/24"]\n'
+    )
+    assert found == []
+
+
+def test_ipv6_ranges_are_judged_on_the_full_form() -> None:
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when client in ["2001:db8::/32"]\ndeny 401 when client in ["2001:db8:abc::/48"]\n'
+    )
+    [address] = re.findall(r"client (\S+);", shadowed.notes[0])
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("2001:db8:abc::/48")
+    # A prefix that cuts through a hex digit: /33 holds 2001:db8:0000 to 2001:db8:7fff.
+    wide = 'deny 403 when client in ["2001:db8::/33"]\n'
+    _shadowed_by_first(wide + 'deny 401 when client in ["2001:db8:7000::/36"]\n')
+    assert _analyse(wide + 'deny 401 when client in ["2001:db8:8000::/36"]\n')[1] == []
+
+
+def test_ipv4_mapped_ranges_never_match_and_every_address_is_not_every_client() -> None:
+    """An IPv4-mapped IPv6 address is judged in its IPv4 form; a client that is not an
+    IP address (a pipe) is in no range, so even both whole families are not constant."""
+    _, found = _analyse(
+        'deny 403 when client in ["::ffff:0:0/96"]\ndeny 401 when header b exists\n'
+    )
+    assert [(d.code, d.message.split(":")[0]) for d in found] == [
+        ("HP402", "condition is always false")
+    ]
+    policy = _analyse('deny 403 when client in ["::ffff:0:0/96"]\n')[0]
+    mapped = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"h")]
+    assert evaluate(policy, [*mapped, (ir.CLIENT_ADDRESS.encode(), b"[::ffff:10.0.0.1]:5")]).allowed
+    _, found = _analyse(
+        'deny 403 when client in ["0.0.0.0/0", "::/0"]\ndeny 401 when header b exists\n'
+    )
+    assert found == []
+    policy, found = _analyse(
+        'deny 403 when client in ["0.0.0.0/0", "::/0"]\ndeny 401 when client not in ["1.0.0.0/8"]\n'
+    )
+    assert found == []
+
+
+def test_a_rule_shadowed_by_a_named_list_of_ranges() -> None:
+    _shadowed_by_first(
+        'list internal = ["10.0.0.0/8", "172.16.0.0/12"]\n'
+        "deny 403 when client in internal\n"
+        'deny 401 when client in ["172.20.0.0/16"]\n'
+    )
+
+
+def test_a_rule_shadowed_by_a_query_parameter() -> None:
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when query debug exists\ndeny 401 when query debug == "1"\n'
+    )
+    assert shadowed.notes[0].startswith("witness: GET /?debug=1 (host example.com; no headers)")
+
+
+def test_query_values_are_decoded_and_may_be_missing() -> None:
+    # `exists` is not constant for a query parameter, though `:path` is always sent.
+    _, found = _analyse("deny 403 when query debug exists\ndeny 401 when header b exists\n")
+    assert found == []
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when query "a b" starts_with "x&"\n'
+        'deny 401 when query "a b" == "x&y z" and path == "/p"\n'
+    )
+    assert shadowed.notes[0].startswith("witness: GET /p?a+b=x%26y+z (host example.com;")
+    _, found = _analyse(
+        'deny 403 when query a == "1" and query a == "2"\ndeny 401 when header b exists\n'
+    )
+    assert [d.code for d in found] == ["HP402"]
+
+
+def test_a_rule_shadowed_by_a_cookie() -> None:
+    _, shadowed = _shadowed_by_first(
+        "deny 403 when cookie session exists\n"
+        'deny 401 when cookie session == "x" and cookie theme == "dark"\n'
+    )
+    assert 'cookie: "session=x; theme=dark"' in shadowed.notes[0]
