@@ -27,7 +27,14 @@ from typing import assert_never
 import z3
 
 from hdrpolicy import semantics
-from hdrpolicy.analysis.atoms import Spaces, SubjectSpace, Vector, always_present, atoms_of
+from hdrpolicy.analysis.atoms import (
+    Atom,
+    Spaces,
+    SubjectSpace,
+    Vector,
+    always_present,
+    atoms_of,
+)
 from hdrpolicy.analysis.budget import MODEL, NODE, QUERY, Budget, BudgetSpent
 from hdrpolicy.analysis.smt import build_request
 from hdrpolicy.evaluate import Headers
@@ -169,6 +176,11 @@ class Reasoner:
             parts = [self.atoms[key][index[key, atom]] for atom in atoms_of(cmp)]
             positive = parts[0] if len(parts) == 1 else z3.Or(*parts)
         return positive if meaning.negation_of is None else z3.Not(positive)
+
+    def atom(self, subject: ir.Subject, atom: Atom) -> z3.BoolRef:
+        """Whether the subject's value passes one test (an atom of the policies)."""
+        key = subject.key
+        return self.atoms[key][self.spaces.index[key, atom]]
 
     def compare_values(self, cmp: ir.Compare) -> frozenset[bool] | None:
         """The values one comparison can take, read off its subject's vectors (no z3).
