@@ -6,10 +6,11 @@ import importlib.util
 import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import pytest
 import re2
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hdrpolicy import semantics
@@ -19,9 +20,18 @@ from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.analysis.regular import Algebra, Re, Unsupported
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source
 from hdrpolicy.evaluate import Decision, evaluate, fires
+from hdrpolicy.fmt import format_policy
 from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.goregexp import go_regex_error
 from hdrpolicy.frontend.pipeline import check_source
+from policy_strategies import (
+    COOKIE_NAMES,
+    HEADER_NAMES,
+    QUERY_NAMES,
+    compares,
+    policies,
+    values,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "policies"
@@ -569,3 +579,74 @@ def test_a_rule_shadowed_by_a_cookie() -> None:
         'deny 401 when cookie session == "x" and cookie theme == "dark"\n'
     )
     assert 'cookie: "session=x; theme=dark"' in shadowed.notes[0]
+
+
+_ADDRESSES = [
+    *["10.1.2.3", "10.0.0.1:5", "192.168.1.1", "2001:db8::1", "[2001:db8::5]:80", "::1"],
+    *["[::ffff:10.1.2.3]:5", "0.0.0.0", "/tmp/envoy.sock", ""],
+]
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
+    """Requests with query parameters, cookies, a client address and headers that the
+    generated policies name, their values drawn as the policies' literals are."""
+    path = draw(st.sampled_from(["/", "/a"]))
+    params = [
+        f"{quote_plus(draw(st.sampled_from(QUERY_NAMES)))}={quote_plus(draw(values))}"
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    if params:
+        path += "?" + "&".join(params)
+    request = [(b":method", b"GET"), (b":path", path.encode()), (b":authority", b"example.com")]
+    address = draw(st.sampled_from(_ADDRESSES))
+    if address:
+        request.append((ir.CLIENT_ADDRESS.encode(), address.encode()))
+    crumbs = [
+        f"{draw(st.sampled_from(COOKIE_NAMES))}={draw(values)}"
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    if crumbs:
+        request.append((b"cookie", "; ".join(crumbs).encode()))
+    for _ in range(draw(st.integers(0, 3))):
+        request.append((draw(st.sampled_from(HEADER_NAMES)).encode(), draw(values).encode()))
+    return request
+
+
+@st.composite
+def _with_a_narrower_copy(draw: st.DrawFn) -> ir.Policy:
+    """A generated policy, most often with a rule after its first conditional rule that
+    fires only where that one does (its condition and one more comparison): a rule to be
+    found shadowed."""
+    policy = draw(policies(max_rules=3))
+    first = next((r for r in policy.rules if r.condition is not None), None)
+    if first is None or first.condition is None or not draw(st.integers(0, 3)):
+        return policy
+    fires: ir.Condition = first.condition
+    if first.guard is ir.Guard.UNLESS:
+        fires = ir.Not(operand=fires, span=first.span)
+    narrower = ir.And(operands=[fires, draw(compares())], span=first.span)
+    response = ir.Response(status=499, span=first.span)
+    copy = ir.Rule(
+        action=ir.Action.DENY,
+        response=response,
+        guard=ir.Guard.WHEN,
+        condition=narrower,
+        span=first.span,
+    )
+    at = policy.rules.index(first) + 1
+    return policy.model_copy(update={"rules": [*policy.rules[:at], copy, *policy.rules[at:]]})
+
+
+@settings(max_examples=120, derandomize=True, deadline=None)
+@given(_with_a_narrower_copy(), st.lists(_requests(), min_size=30, max_size=30))
+def test_a_rule_found_never_to_fire_decides_no_request(
+    generated: ir.Policy, requests: list[list[tuple[bytes, bytes]]]
+) -> None:
+    """HP401 holds for every request: query parameters, cookies and client addresses too."""
+    policy, found = _analyse(format_policy(generated))
+    dead = [r for r in policy.rules if any(d.code == "HP401" and d.span == r.span for d in found)]
+    event("a rule never fires" if dead else "every rule may fire")
+    for request in requests:
+        decided = evaluate(policy, request).rule
+        assert not any(decided is rule for rule in dead), request

@@ -45,7 +45,7 @@ from hdrpolicy.printer import policy_string
 
 MAX_CHANGES = 50
 # Values of named lists reported one by one, at most.
-MAX_VALUES = 200
+MAX_VALUES = 1000
 # The order changes are listed in: what a security reviewer looks for first.
 KINDS = ("now allowed", "now denied", "response changed")
 ONE_EACH = "for requests that send each header once"
