@@ -149,7 +149,8 @@ def simplify(request: Headers, keep: Callable[[Headers], bool]) -> Headers:
                 if changed is None or not attempt(i, changed):
                     n += 1
     for i, (name, value) in enumerate(current):
-        if name not in PLAIN_REQUEST and value == b"":
+        # An empty client address is not an IP address: "1" would be none either.
+        if name not in PLAIN_REQUEST and name != _CLIENT and value == b"":
             attempt(i, READABLE_VALUE)
     return current
 
