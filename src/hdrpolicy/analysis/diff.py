@@ -389,13 +389,14 @@ def _value_change(
     phrases = dict.fromkeys(_phrase(subject, atom, value) for subject, atom in uses)
     found: list[Change] = []
     unsettled = False
-    for formula in kinds.values():
+    for kind, formula in kinds.items():
         for subject, atom in uses:
             answer = r.check(r.atom(subject, atom), formula)
             unsettled |= answer.verdict == "unknown"
             if answer.verdict == "sat":
                 assert answer.request is not None
-                found.append(_value_witness(old, new, r.budget, subject, atom, answer.request))
+                witness = _value_witness(old, new, r.budget, kind, subject, atom, answer.request)
+                found.append(witness)
                 break
     phrase = " or ".join(phrases)
     if found:
@@ -410,14 +411,14 @@ def _value_witness(
     old: ir.Policy,
     new: ir.Policy,
     budget: Budget,
+    kind: str,
     subject: ir.Subject,
     atom: Atom,
     request: Headers,
 ) -> Change:
-    """The change a request with the value undergoes, confirmed and simplified by
-    the evaluator: the policies decide it differently, as first found, and the
-    subject has the value."""
-    kind = _kind(evaluate(old, request), evaluate(new, request))
+    """The change (of this kind) a request with the value undergoes, confirmed and
+    simplified by the evaluator: the subject has the value, and the policies decide
+    the request differently, in this way."""
 
     def shows(candidate: Headers) -> bool:
         budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
