@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import pytest
 import re2
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hdrpolicy import semantics
@@ -18,9 +20,18 @@ from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.analysis.regular import Algebra, Re, Unsupported
 from hdrpolicy.diagnostics import Diagnostic, Severity, Source
 from hdrpolicy.evaluate import Decision, evaluate, fires
+from hdrpolicy.fmt import format_policy
 from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.goregexp import go_regex_error
 from hdrpolicy.frontend.pipeline import check_source
+from policy_strategies import (
+    COOKIE_NAMES,
+    HEADER_NAMES,
+    QUERY_NAMES,
+    compares,
+    policies,
+    values,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "policies"
@@ -45,15 +56,17 @@ def _analyse(text: str, steps: int = 10**6) -> tuple[ir.Policy, list[Diagnostic]
 def _witness(d: Diagnostic) -> list[tuple[bytes, bytes]]:
     """Re-read the witness from the note: `METHOD PATH (host H; name: "v", …)`."""
     note = next(n for n in d.notes if n.startswith("witness: "))
-    m = re.match(r"witness: (\S+) (\S+) \(host (\S+); (.*?)\) is ", note)
+    m = re.match(r"witness: (\S+) (\S+) \(host (\S+); (?:client (\S+); )?(.*?)\) is ", note)
     assert m, note
     headers = [
         (b":method", m[1].encode()),
         (b":path", m[2].encode()),
         (b":authority", m[3].encode()),
     ]
-    if m[4] != "no headers":
-        for name, value in re.findall(r'([\w-]+): "([^"\\]*)"', m[4]):
+    if m[4] is not None:
+        headers.append((ir.CLIENT_ADDRESS.encode(), m[4].encode()))
+    if m[5] != "no headers":
+        for name, value in re.findall(r'([\w-]+): "([^"\\]*)"', m[5]):
             headers.append((name.encode(), value.encode()))
     return headers
 
@@ -439,3 +452,201 @@ def test_not_a_word_boundary_is_tested_between_characters_as_go_does() -> None:
     assert re2.search(r"\B", "K\u212aK") is not None  # RE2's own answer differs
     for text in ("K\u212aK", "1\u212a1", "K\u212a", "\u212a\u212a", "ab", "a b"):
         assert _re2_search(r"\B", text) == alg.accepts(term, text), text
+
+
+# -- query parameters, cookies, client address ranges ------------------------------
+
+
+def _shadowed_by_first(text: str) -> tuple[ir.Policy, Diagnostic]:
+    """The one finding of a two-rule policy: HP401 on the second rule, whose
+    witness the evaluator decides by the first although the second would fire."""
+    policy, found = _analyse(text)
+    [shadowed] = found
+    first, second = policy.rules
+    assert (shadowed.code, shadowed.span) == ("HP401", second.span), found
+    assert shadowed.message == (
+        f"rule never fires: the rule at line {first.span.line} always decides first"
+    )
+    decision = evaluate(policy, _witness(shadowed))
+    assert decision.rule is policy.rules[0]
+    assert fires(policy.rules[1], decision.values, [])
+    return policy, shadowed
+
+
+def test_a_rule_shadowed_by_a_wider_address_range() -> None:
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when client in ["10.0.0.0/8"]\ndeny 401 when client in ["10.1.0.0/16"]\n'
+    )
+    [address] = re.findall(r"client (\S+);", shadowed.notes[0])
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("10.1.0.0/16")
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        '["10.0.0.0/7"]',  # wider
+        '["10.1.0.0/16", "192.168.0.0/16"]',  # one range outside
+        '["10.255.255.255", "11.0.0.0"]',  # the first address past the range
+        '["::/0"]',  # an IPv4 range holds no IPv6 address
+    ],
+)
+def test_ranges_that_only_overlap_shadow_nothing(second: str) -> None:
+    _, found = _analyse(
+        f'deny 403 when client in ["10.0.0.0/8"]\ndeny 401 when client in {second}\n'
+    )
+    assert found == []
+
+
+def test_a_rule_shadowed_through_not_in() -> None:
+    _shadowed_by_first(
+        'deny 403 when client not in ["10.0.0.0/8", "2001:db8::/32"]\n'
+        'deny 401 when client in ["192.168.0.0/16", "2001:db9::/32"]\n'
+    )
+    # The complement of a range is judged exactly: `not in` shadows only what is outside.
+    _, found = _analyse(
+        'deny 403 when client not in ["10.0.0.0/8"]\ndeny 401 when client in ["10.0.0.0/24"]\n'
+    )
+    assert found == []
+
+
+def test_ipv6_ranges_are_judged_on_the_full_form() -> None:
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when client in ["2001:db8::/32"]\ndeny 401 when client in ["2001:db8:abc::/48"]\n'
+    )
+    [address] = re.findall(r"client (\S+);", shadowed.notes[0])
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("2001:db8:abc::/48")
+    # A prefix that cuts through a hex digit: /33 holds 2001:db8:0000 to 2001:db8:7fff.
+    wide = 'deny 403 when client in ["2001:db8::/33"]\n'
+    _shadowed_by_first(wide + 'deny 401 when client in ["2001:db8:7000::/36"]\n')
+    assert _analyse(wide + 'deny 401 when client in ["2001:db8:8000::/36"]\n')[1] == []
+
+
+def test_ipv4_mapped_ranges_never_match_and_every_address_is_not_every_client() -> None:
+    """An IPv4-mapped IPv6 address is judged in its IPv4 form; a client that is not an
+    IP address (a pipe) is in no range, so even both whole families are not constant."""
+    _, found = _analyse(
+        'deny 403 when client in ["::ffff:0:0/96"]\ndeny 401 when header b exists\n'
+    )
+    assert [(d.code, d.message.split(":")[0]) for d in found] == [
+        ("HP402", "condition is always false")
+    ]
+    policy = _analyse('deny 403 when client in ["::ffff:0:0/96"]\n')[0]
+    mapped = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"h")]
+    assert evaluate(policy, [*mapped, (ir.CLIENT_ADDRESS.encode(), b"[::ffff:10.0.0.1]:5")]).allowed
+    _, found = _analyse(
+        'deny 403 when client in ["0.0.0.0/0", "::/0"]\ndeny 401 when header b exists\n'
+    )
+    assert found == []
+    policy, found = _analyse(
+        'deny 403 when client in ["0.0.0.0/0", "::/0"]\ndeny 401 when client not in ["1.0.0.0/8"]\n'
+    )
+    assert found == []
+
+
+def test_a_rule_shadowed_by_a_named_list_of_ranges() -> None:
+    _shadowed_by_first(
+        'list internal = ["10.0.0.0/8", "172.16.0.0/12"]\n'
+        "deny 403 when client in internal\n"
+        'deny 401 when client in ["172.20.0.0/16"]\n'
+    )
+
+
+def test_a_rule_shadowed_by_a_query_parameter() -> None:
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when query debug exists\ndeny 401 when query debug == "1"\n'
+    )
+    assert shadowed.notes[0].startswith("witness: GET /?debug=1 (host example.com; no headers)")
+
+
+def test_query_values_are_decoded_and_may_be_missing() -> None:
+    # `exists` is not constant for a query parameter, though `:path` is always sent.
+    _, found = _analyse("deny 403 when query debug exists\ndeny 401 when header b exists\n")
+    assert found == []
+    _, shadowed = _shadowed_by_first(
+        'deny 403 when query "a b" starts_with "x&"\n'
+        'deny 401 when query "a b" == "x&y z" and path == "/p"\n'
+    )
+    assert shadowed.notes[0].startswith("witness: GET /p?a+b=x%26y+z (host example.com;")
+    _, found = _analyse(
+        'deny 403 when query a == "1" and query a == "2"\ndeny 401 when header b exists\n'
+    )
+    assert [d.code for d in found] == ["HP402"]
+
+
+def test_a_rule_shadowed_by_a_cookie() -> None:
+    _, shadowed = _shadowed_by_first(
+        "deny 403 when cookie session exists\n"
+        'deny 401 when cookie session == "x" and cookie theme == "dark"\n'
+    )
+    assert 'cookie: "session=x; theme=dark"' in shadowed.notes[0]
+
+
+_ADDRESSES = [
+    *["10.1.2.3", "10.0.0.1:5", "192.168.1.1", "2001:db8::1", "[2001:db8::5]:80", "::1"],
+    *["[::ffff:10.1.2.3]:5", "0.0.0.0", "/tmp/envoy.sock", ""],
+]
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
+    """Requests with query parameters, cookies, a client address and headers that the
+    generated policies name, their values drawn as the policies' literals are."""
+    path = draw(st.sampled_from(["/", "/a"]))
+    params = [
+        f"{quote_plus(draw(st.sampled_from(QUERY_NAMES)))}={quote_plus(draw(values))}"
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    if params:
+        path += "?" + "&".join(params)
+    request = [(b":method", b"GET"), (b":path", path.encode()), (b":authority", b"example.com")]
+    address = draw(st.sampled_from(_ADDRESSES))
+    if address:
+        request.append((ir.CLIENT_ADDRESS.encode(), address.encode()))
+    crumbs = [
+        f"{draw(st.sampled_from(COOKIE_NAMES))}={draw(values)}"
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    if crumbs:
+        request.append((b"cookie", "; ".join(crumbs).encode()))
+    for _ in range(draw(st.integers(0, 3))):
+        request.append((draw(st.sampled_from(HEADER_NAMES)).encode(), draw(values).encode()))
+    return request
+
+
+@st.composite
+def _with_a_narrower_copy(draw: st.DrawFn) -> ir.Policy:
+    """A generated policy, most often with a rule after its first conditional rule that
+    fires only where that one does (its condition and one more comparison): a rule to be
+    found shadowed."""
+    policy = draw(policies(max_rules=3))
+    first = next((r for r in policy.rules if r.condition is not None), None)
+    if first is None or first.condition is None or not draw(st.integers(0, 3)):
+        return policy
+    fires: ir.Condition = first.condition
+    if first.guard is ir.Guard.UNLESS:
+        fires = ir.Not(operand=fires, span=first.span)
+    narrower = ir.And(operands=[fires, draw(compares())], span=first.span)
+    response = ir.Response(status=499, span=first.span)
+    copy = ir.Rule(
+        action=ir.Action.DENY,
+        response=response,
+        guard=ir.Guard.WHEN,
+        condition=narrower,
+        span=first.span,
+    )
+    at = policy.rules.index(first) + 1
+    return policy.model_copy(update={"rules": [*policy.rules[:at], copy, *policy.rules[at:]]})
+
+
+@settings(max_examples=120, derandomize=True, deadline=None)
+@given(_with_a_narrower_copy(), st.lists(_requests(), min_size=30, max_size=30))
+def test_a_rule_found_never_to_fire_decides_no_request(
+    generated: ir.Policy, requests: list[list[tuple[bytes, bytes]]]
+) -> None:
+    """HP401 holds for every request: query parameters, cookies and client addresses too."""
+    policy, found = _analyse(format_policy(generated))
+    dead = [r for r in policy.rules if any(d.code == "HP401" and d.span == r.span for d in found)]
+    event("a rule never fires" if dead else "every rule may fire")
+    for request in requests:
+        decided = evaluate(policy, request).rule
+        assert not any(decided is rule for rule in dead), request

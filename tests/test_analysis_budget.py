@@ -150,3 +150,27 @@ def test_the_budget_counts_work_not_time() -> None:
     assert spent[0] == spent[1] == spent[2]
     old, new = _checked(_list(30))[0], _checked(_list(31))[0]
     assert diff_policies(old, new, steps=10).incomplete is not None
+
+
+def test_a_diff_of_list_values_stops_at_the_same_value_every_time() -> None:
+    """The values of a changed list are examined within the diff's budget: past it the
+    diff says so, after the same values on every run."""
+
+    def policy(values: list[str]) -> ir.Policy:
+        items = ", ".join(f'"{v}"' for v in values)
+        text = f"list t = [{items}]\nallow when header x in t\ndefault deny 401\n"
+        return _checked(text)[0]
+
+    old = policy([f"v{i}" for i in range(20)])
+    new = policy([f"v{i}" for i in range(5, 20)] + [f"w{i}" for i in range(5)])
+    full = diff_policies(old, new)
+    assert full.complete and len(full.values) == 10
+    stopped = []
+    for steps in range(20, 400, 10):
+        first, again = diff_policies(old, new, steps=steps), diff_policies(old, new, steps=steps)
+        assert first.values == again.values and first.incomplete == again.incomplete
+        if first.changes == full.changes and 0 < len(first.values) < len(full.values):
+            assert first.incomplete is not None and "budget" in first.incomplete
+            assert first.values == full.values[: len(first.values)]
+            stopped.append(steps)
+    assert stopped, "no budget stops among the values"

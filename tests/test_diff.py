@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from hdrpolicy.analysis.diff import (
     render_text,
 )
 from hdrpolicy.diagnostics import Source
+from hdrpolicy.evaluate import evaluate
 from hdrpolicy.frontend import ir
 from hdrpolicy.frontend.pipeline import check_source
 from policy_strategies import policies
@@ -136,3 +138,130 @@ def test_load_from_a_git_revision(tmp_path: Path) -> None:
     assert old.policy is not None and new.policy is not None
     assert old.source.path == "main:policies/edge.hp" and old.policy.name == "edge"
     assert len(diff_policies(old.policy, new.policy).changes) == 1
+
+
+# -- named lists and list files ------------------------------------------------------
+
+LISTED = """\
+list tenants from "lists/tenants.txt"
+list offices from "lists/offices.txt"
+deny 403 "blocked" when header x-tenant == "umbrella"
+allow when header x-tenant in tenants and client in offices
+allow when query user in ["alice"] and header x-tenant in tenants
+default deny 401
+"""
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def _repo(root: Path, tenants: str, offices: str) -> None:
+    """A repository whose HEAD holds the policy and its list files; the work tree
+    then gets `tenants` and `offices` as the edited list files."""
+    _git(root, "init", "-q", "-b", "main")
+    lists = root / "policies" / "lists"
+    lists.mkdir(parents=True)
+    (root / "policies" / "p.hp").write_text(LISTED)
+    (lists / "tenants.txt").write_text("# who may call\nacme\ninitech\n")
+    (lists / "offices.txt").write_text("10.0.0.0/8\n")
+    _git(root, "add", ".")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    (lists / "tenants.txt").write_text(tenants)
+    (lists / "offices.txt").write_text(offices)
+
+
+def _diff_repo(root: Path, old: str = "main:policies/p.hp") -> tuple[ir.Policy, ir.Policy]:
+    before = load_policy(old, cwd=root)
+    after = load_policy(str(root / "policies" / "p.hp"))
+    assert before.ok and after.ok, (before.diagnostics, after.diagnostics)
+    assert before.policy is not None and after.policy is not None
+    return before.policy, after.policy
+
+
+def test_a_list_file_change_reports_exactly_the_values_added_and_removed(tmp_path: Path) -> None:
+    _repo(tmp_path, "# who may call\nacme\nglobex\numbrella\n", "10.0.0.0/8\n")
+    old, new = _diff_repo(tmp_path)
+    assert [v.value for v in old.lists[0].values] == ["acme", "initech"]
+    result = diff_policies(old, new)
+    assert result.complete and not result.equivalent
+    got = {(v.list_name, v.value, v.action) for v in result.values}
+    assert got == {
+        ("tenants", "globex", "added"),
+        ("tenants", "umbrella", "added"),
+        ("tenants", "initech", "removed"),
+    }
+    by_value = {v.value: v for v in result.values}
+    # globex: now allowed (from an office, or as alice), and every witness carries it.
+    globex = by_value["globex"]
+    assert [c.kind for c in globex.changes] == ["now allowed"]
+    initech = by_value["initech"]
+    assert [c.kind for c in initech.changes] == ["now denied"]
+    for v in (globex, initech):
+        assert v.phrase == f'header x-tenant is "{v.value}"'
+        for change in v.changes:
+            assert change.confirmed and (b"x-tenant", v.value.encode()) in change.witness
+            before, after = evaluate(old, change.witness), evaluate(new, change.witness)
+            assert before.allowed != after.allowed
+            assert change.old.allowed == before.allowed and change.new.allowed == after.allowed
+    # umbrella: the rule at line 3 denies it before the list is read.
+    umbrella = by_value["umbrella"]
+    assert umbrella.changes == ()
+    assert (
+        umbrella.note == 'every request in which header x-tenant is "umbrella" is decided as before'
+    )
+    text = render_text(result, "main:policies/p.hp", "policies/p.hp")
+    assert "named lists: 2 value(s) added, 1 removed, value by value:" in text
+    assert (
+        '- now allowed: header x-tenant is "globex" (added to `tenants`): '
+        "denied 401 by the default → allowed by the rule at line "
+    ) in text
+    assert (
+        '- now denied: header x-tenant is "initech" (removed from `tenants`): allowed by the rule'
+    ) in text
+    assert (
+        '- no change: header x-tenant is "umbrella" (added to `tenants`): every request in which '
+        'header x-tenant is "umbrella" is decided as before'
+    ) in text
+    data = json.loads(render_json(result, "a", "b"))
+    assert {(v["list"], v["value"], v["action"]) for v in data["list_values"]} == got
+    [item] = [v for v in data["list_values"] if v["value"] == "globex"]
+    assert ["x-tenant", "globex"] in item["changes"][0]["witness"]
+    markdown = render_markdown(result, "a", "b")
+    assert '| `tenants` | added "globex" | now allowed: header x-tenant is "globex" |' in markdown
+    assert '| `tenants` | added "umbrella" | no change: every request' in markdown
+
+
+def test_an_address_range_added_to_a_list_file_is_reported_with_an_address_in_it(
+    tmp_path: Path,
+) -> None:
+    _repo(tmp_path, "# who may call\nacme\ninitech\n", "10.0.0.0/8\n192.168.0.0/16\n")
+    old, new = _diff_repo(tmp_path)
+    result = diff_policies(old, new)
+    [value] = result.values
+    assert (value.list_name, value.value, value.action) == ("offices", "192.168.0.0/16", "added")
+    assert value.phrase == "client in 192.168.0.0/16"
+    [change] = value.changes
+    assert change.kind == "now allowed" and change.confirmed
+    address = dict(change.witness)[ir.CLIENT_ADDRESS.encode()].decode()
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("192.168.0.0/16")
+    assert "client 192.168." in render_text(result, "a", "b")
+
+
+def test_an_unchanged_list_file_is_equivalent(tmp_path: Path) -> None:
+    _repo(tmp_path, "# who may call\nacme\ninitech\n", "10.0.0.0/8\n")
+    old, new = _diff_repo(tmp_path, "main:./policies/p.hp")
+    result = diff_policies(old, new)
+    assert result.equivalent and result.values == []
+
+
+def test_a_list_file_missing_at_the_revision_is_a_located_error(tmp_path: Path) -> None:
+    _repo(tmp_path, "acme\n", "10.0.0.0/8\n")
+    _git(tmp_path, "rm", "-q", "policies/lists/offices.txt")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "y")
+    checked = load_policy("main:policies/p.hp", cwd=tmp_path)
+    assert not checked.ok
+    [error] = checked.diagnostics
+    assert error.code == "HP219" and (error.span.line, error.span.column) == (2, 19)
+    assert error.message.startswith("cannot read the list file `lists/offices.txt`: ")
+    assert "policies/lists/offices.txt" in error.message and "main" in error.message

@@ -9,6 +9,7 @@ evaluator means, on random values.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -109,13 +110,22 @@ def test_every_operator_has_a_complete_entry() -> None:
 
 
 def test_every_subject_kind_has_a_complete_entry() -> None:
-    pseudo = [k for k in ir.SubjectKind if semantics.subject(k).pseudo]
-    assert sorted(semantics.PSEUDO_ORDER) == sorted(pseudo)
+    # Every request carries the pseudo-headers in PSEUDO_ORDER (a witness sends each,
+    # a plain value when it does not matter); the other subjects read once are read
+    # out of one of them (a query parameter, from `:path`) or passed apart (the client).
+    carried = {semantics.subject(k).host_name for k in semantics.PSEUDO_ORDER}
+    for kind in ir.SubjectKind:
+        meaning = semantics.subject(kind)
+        if meaning.pseudo and kind not in semantics.PSEUDO_ORDER:
+            assert (meaning.extract is not None and meaning.host_name in carried) or (
+                meaning.host_name == ir.CLIENT_ADDRESS
+            ), kind
     for kind in ir.SubjectKind:
         meaning = semantics.subject(kind)
         assert meaning.kind is kind
-        assert (meaning.plain is not None) == meaning.pseudo, kind
-        if meaning.pseudo:
+        assert (meaning.plain is not None) == (kind in semantics.PSEUDO_ORDER), kind
+        if meaning.plain is not None:
+            assert meaning.pseudo, kind
             assert meaning.plain is not None
             plain = meaning.plain.encode()
             assert meaning.normalize(plain) == plain, f"{kind}: its plain value is not normal"
@@ -287,11 +297,20 @@ def test_a_pattern_the_analysis_cannot_translate_names_its_construct(
 
 # -- agreement: subject domains --------------------------------------------------------
 
-# A header Envoy keeps as sent, one it joins (`,`), the cookie (`;`), and the pseudo-headers.
-SUBJECTS = [
-    ir.Subject(kind=ir.SubjectKind.HEADER, name=name, span=SPAN)
-    for name in ("x-role", "user-agent", "cookie")
-] + [ir.Subject(kind=kind, span=SPAN) for kind in semantics.PSEUDO_ORDER]
+# A header Envoy keeps as sent, one it joins (`,`), the cookie (`;`), the pseudo-headers,
+# a query parameter, a cookie and the client address.
+SUBJECTS = (
+    [
+        ir.Subject(kind=ir.SubjectKind.HEADER, name=name, span=SPAN)
+        for name in ("x-role", "user-agent", "cookie")
+    ]
+    + [ir.Subject(kind=kind, span=SPAN) for kind in semantics.PSEUDO_ORDER]
+    + [
+        ir.Subject(kind=ir.SubjectKind.QUERY, name="x-a", span=SPAN),
+        ir.Subject(kind=ir.SubjectKind.COOKIE, name="x-a", span=SPAN),
+        ir.Subject(kind=ir.SubjectKind.CLIENT, span=SPAN),
+    ]
+)
 # What the host can pass: Envoy refuses control characters (but tab) and DEL in
 # a value, and a method that is not a token, before any filter runs.
 _RAW = "aZz09 \t/.%2F%41?#;:,[]\\-_é\u00a0\U0001f600"
@@ -302,6 +321,36 @@ _PATH_PIECES = [
     *["/a", "/é", "/%C3%A9", "/;x", "?q", ":", ",", "a"] * 3,
     *["/", ".", "..", "%41", "%2F", "%2", "#", " ", "\t"],
 ]
+# Pieces of query strings that name `x-a` (as sent, encoded, twice), and others;
+# escapes of UTF-8 text, of control characters, and bad ones.
+_QUERY_PIECES = [
+    *["x-a=", "x-a", "x%2Da=", "x-a=1", "&", "=", "b=2", "x-a=a+b", "x-a=%C3%A9", "x-a=%E2%82%AC"],
+    *["%00", "%0A", "%3B", "%26", "%3d", "+", "%", "%2", "%zz", "é", ",", ";", "'", '"', "/"],
+]
+# Pieces of a `cookie` header: `x-a` with plain, padded, quoted and empty values, others.
+_COOKIE_PIECES = [
+    *["x-a=", "x-a", "x-a=1", " x-a = v ", "x-a=a=b", 'x-a="q"', 'x-a=" q "', 'x-a="'],
+    *[";", "; ", "=", "y=2", "\t", ",", "é", '"', "x-a=é,b"],
+]
+# What Envoy's `source.address` can be: IPv4 and IPv6 with or without a port,
+# IPv4-mapped, with a zone, a pipe, and what is not an address at all.
+_CLIENT_SAMPLES = [
+    *["10.1.2.3:5000", "[2001:db8::1]:5000", "2001:db8::1", "::ffff:10.0.0.1", "[::1]"],
+    *["[::ffff:10.0.0.1]:1", "010.1.2.3", "10.1.2.3:99999", "fe80::1%eth0", "/tmp/envoy.sock"],
+    *["", "1.2.3.4:", "::", "0.0.0.0", "[2001:DB8::A]:80", "1.2.3", "256.1.1.1", "[::1]x"],
+]
+
+
+@st.composite
+def _client_raw(draw: st.DrawFn) -> str:
+    if draw(st.booleans()):
+        return draw(st.sampled_from(_CLIENT_SAMPLES))
+    address = draw(st.ip_addresses())
+    text = draw(st.sampled_from([str(address), address.exploded, address.exploded.upper()]))
+    port = draw(st.sampled_from(["", "", "", ":0", ":1", ":65535", ":65536"]))
+    if port and address.version == 6:
+        text = f"[{text}]"
+    return text + port
 
 
 def _raw_values(kind: ir.SubjectKind) -> st.SearchStrategy[str]:
@@ -311,6 +360,13 @@ def _raw_values(kind: ir.SubjectKind) -> st.SearchStrategy[str]:
     if kind is ir.SubjectKind.PATH:
         pieces = st.lists(st.sampled_from(_PATH_PIECES), max_size=6).map("".join)
         return st.builds(str.__add__, st.sampled_from(["/"] * 5 + [""]), pieces)
+    if kind is ir.SubjectKind.QUERY:
+        pieces = st.lists(st.sampled_from(_QUERY_PIECES), max_size=6).map("".join)
+        return st.builds(str.__add__, st.sampled_from(["/?", "/a?", "/?x-a=0&"]), pieces)
+    if kind is ir.SubjectKind.COOKIE:
+        return st.lists(st.sampled_from(_COOKIE_PIECES), min_size=1, max_size=5).map("".join)
+    if kind is ir.SubjectKind.CLIENT:
+        return _client_raw()
     return st.text(st.sampled_from(_RAW), min_size=1, max_size=8)
 
 
@@ -322,7 +378,7 @@ def _policy(subject: ir.Subject) -> ir.Policy:
 
 def _domain(subject: ir.Subject) -> tuple[Algebra, Re]:
     alg = Algebra()
-    return alg, semantics.domain(alg, subject.kind, list_delimiter(subject.host_name))
+    return alg, semantics.domain(alg, subject.kind, list_delimiter(subject))
 
 
 @settings(max_examples=600, derandomize=True, deadline=None)
@@ -333,7 +389,7 @@ def test_every_value_the_evaluator_judges_is_in_the_domain(
     """Raw value → the evaluator's normalisation and refusals → in the analysis's domain."""
     raw = data.draw(_raw_values(subject.kind))
     passed = [raw]
-    if subject.kind is ir.SubjectKind.PATH:
+    if subject.host_name == ":path":
         # What Envoy passes of the path (a space or `#` is refused, HTTP/1.1 trims).
         request = SentRequest("GET", raw, "a")
         passed = [
@@ -351,14 +407,22 @@ def _judged_values_are_in_the_domain(subject: ir.Subject, raw: str) -> None:
     event(f"{subject.kind.value}: {'refused' if refusal(policy, headers) else 'judged'}")
     if refusal(policy, headers) is not None:
         return
-    delimiter = list_delimiter(subject.host_name)
+    delimiter = list_delimiter(subject)
     alg, domain = _domain(subject)
-    for reading in readings(policy, headers):
+    found = readings(policy, headers)
+    for reading in found:
         value = reading[subject.key]
-        assert value is not None
+        if value is None:
+            assert semantics.subject(subject.kind).extract is not None, subject.key
+            continue  # the parameter or the cookie is not there
         text = value.decode()
         if delimiter is not None and delimiter in text:
             continue  # a list: several readings, each element is judged below
+        if len(found) > 1 and semantics.subject(subject.kind).extract is not None:
+            # A quoted cookie is read with and without its quotes; a parameter given
+            # twice, as each value and all joined: the domain is one reading's.
+            event(f"{subject.kind.value}: several readings")
+            continue
         assert all(ord(c) <= MAX_CHAR for c in text)
         assert alg.accepts(domain, text), (subject.key, raw, text)
 
@@ -388,10 +452,111 @@ def test_domains_refuse_what_the_evaluator_never_judges() -> None:
         ir.SubjectKind.PATH: ["a", "/a?b", "/a//b", "/./a", "/%2f", "/%41", "/a#b"],
         ir.SubjectKind.METHOD: ["", "G T", "G(T"],
         ir.SubjectKind.HOST: ["Example.com", "a,b", " a"],
+        ir.SubjectKind.QUERY: ["a\ud800"],  # not UTF-8
+        ir.SubjectKind.COOKIE: [" a", "a\t", "a;b", '"a"', '""', "a\x00"],
+        ir.SubjectKind.CLIENT: [
+            *["010.0.0.1", "10.0.0.1:80", "2001:db8::1", "256.0.0.1", "1.2.3", " 1.2.3.4"],
+            *["0000:0000:0000:0000:0000:ffff:0a00:0001", "2001:0DB8:0000:0000:0000:0000:0000:0001"],
+            *["::ffff:10.0.0.1", "[2001:0db8:0000:0000:0000:0000:0000:0001]", "fe80::1%eth0"],
+        ],
     }
+    assert set(outside) == set(ir.SubjectKind)
     for kind, values in outside.items():
         alg = Algebra()
-        host = semantics.subject(kind).host_name or "x-role"
-        domain = semantics.domain(alg, kind, list_delimiter(host))
+        name = (
+            None if semantics.subject(kind).pseudo and kind is not ir.SubjectKind.QUERY else "x-a"
+        )
+        subject = ir.Subject(kind=kind, name=name, span=SPAN)
+        domain = semantics.domain(alg, kind, list_delimiter(subject))
         for value in values:
             assert not alg.accepts(domain, value), (kind, value)
+
+
+# -- agreement: client address ranges ------------------------------------------------
+
+CLIENT = ir.Subject(kind=ir.SubjectKind.CLIENT, span=SPAN)
+IN_NETWORKS = semantics.operator(ir.Op.IN, ir.SubjectKind.CLIENT)
+
+
+@st.composite
+def _networks(draw: st.DrawFn) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    address = draw(st.ip_addresses())
+    prefix = draw(
+        st.one_of(
+            st.integers(0, address.max_prefixlen),
+            st.sampled_from([0, 8, 16, 24, 32, 48, 64, 96, 128]).filter(
+                lambda p: p <= address.max_prefixlen
+            ),
+        )
+    )
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+
+
+@st.composite
+def _addresses_near(
+    draw: st.DrawFn, network: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Addresses at and around the range's ends, inside it, and anywhere."""
+    top = 2**network.max_prefixlen - 1
+    edge = int(draw(st.sampled_from([network.network_address, network.broadcast_address])))
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        number = edge + draw(st.integers(-3, 3))
+    elif choice == 1:
+        number = draw(st.integers(int(network.network_address), int(network.broadcast_address)))
+    elif choice == 2:
+        number = edge ^ (1 << draw(st.integers(0, network.max_prefixlen - 1)))
+    else:
+        number = draw(st.integers(0, top))
+    return (
+        ipaddress.ip_address(min(max(number, 0), top))
+        if network.version == 4
+        else (ipaddress.IPv6Address(min(max(number, 0), top)))
+    )
+
+
+def _text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as `client_address` gives it (IPv4 dotted, IPv6 in full)."""
+    return address.exploded if address.version == 6 else str(address)
+
+
+@settings(max_examples=800, derandomize=True, deadline=None)
+@given(_networks(), st.data())
+def test_a_range_is_the_language_of_the_addresses_in_it(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network, data: st.DataObject
+) -> None:
+    """An address's text is in a CIDR's language exactly when `ipaddress` (and the
+    evaluator) put the address in the range; other spellings never are."""
+    assert IN_NETWORKS.language is not None and IN_NETWORKS.holds is not None
+    alg = Algebra()
+    language = IN_NETWORKS.language(alg, str(network), False)
+    other = ipaddress.ip_network("::/0" if network.version == 4 else "0.0.0.0/0")
+    for _ in range(8):
+        address = data.draw(_addresses_near(network))
+        text = _text(address)
+        inside = address in network
+        event("inside" if inside else "outside")
+        assert alg.accepts(language, text) == inside, (str(network), text)
+        assert semantics.holds(IN_NETWORKS, str(network), False, text.encode()) == inside
+        for spelling in {str(address), address.exploded.upper(), "0" + text}:
+            if spelling != text:
+                assert not alg.accepts(language, spelling), (str(network), spelling)
+        stranger = data.draw(_addresses_near(other))
+        assert not alg.accepts(language, _text(stranger)), (str(network), stranger)
+
+
+@settings(max_examples=800, derandomize=True, deadline=None)
+@given(_client_raw(), st.integers(0, 38), st.sampled_from("0123456789abcdefABCDEF.:[]"))
+def test_the_client_domain_is_exactly_what_client_address_gives(
+    raw: str, at: int, char: str
+) -> None:
+    """Every `client_address` value is in the domain, and every text in it (a real one
+    or one with a character changed) is one `client_address` gives for itself."""
+    alg = Algebra()
+    [domain] = semantics.subject(ir.SubjectKind.CLIENT).domain(alg)
+    value = semantics.client_address(raw.encode()).decode()
+    assert alg.accepts(domain, value), (raw, value)
+    for text in {value, raw, value[:at] + char + value[at + 1 :], value[:at] + value[at + 1 :]}:
+        accepted = alg.accepts(domain, text)
+        event("accepted" if accepted else "refused")
+        assert accepted == (semantics.client_address(text.encode()).decode() == text), text

@@ -204,9 +204,10 @@ def _in_network(value: bytes, literal: bytes) -> bool:
 
 
 def _network_language(alg: Algebra, literal: str, folded: bool) -> Re:
-    from hdrpolicy.analysis.regular import Unsupported
+    """The client addresses in a range, as `client_address` writes them."""
+    from hdrpolicy.analysis.addresses import network_language
 
-    raise Unsupported("address ranges")
+    return network_language(alg, network(literal))
 
 
 def _subject_operator(op: ir.Op, kind: ir.SubjectKind) -> OperatorMeaning | None:
@@ -660,8 +661,10 @@ def _host_never(literal: str, meaning: OperatorMeaning, ignore_case: bool) -> li
 
 
 def _query_domain(alg: Algebra) -> list[Re]:
-    """A decoded value may hold any character."""
-    return [alg.full]
+    """A decoded value may hold any character (`%00` too), untrimmed; surrogates are
+    not UTF-8, as for headers."""
+    surrogates = alg.chars([(0xD800, 0xDFFF)])
+    return [alg.star(alg.inter(alg.any_char, alg.compl(surrogates)))]
 
 
 def _cookie_domain(alg: Algebra) -> list[Re]:
@@ -672,10 +675,10 @@ def _cookie_domain(alg: Algebra) -> list[Re]:
 
 
 def _client_domain(alg: Algebra) -> list[Re]:
-    """`client_address`'s forms (the analysis's `regular.client_domain`)."""
-    from hdrpolicy.analysis.regular import Unsupported
+    """`client_address`'s forms (`addresses.client_domain`)."""
+    from hdrpolicy.analysis.addresses import client_domain
 
-    raise Unsupported("client addresses")
+    return [client_domain(alg)]
 
 
 def _cookie_never(literal: str, meaning: OperatorMeaning, ignore_case: bool) -> list[Finding]:

@@ -43,24 +43,37 @@ class Atom:
     op: ir.Op
     literal: str
     ignore_case: bool
+    # The subject kind whose own meaning the operator has (`client in`: an address range).
+    kind: ir.SubjectKind | None = None
+
+    @property
+    def meaning(self) -> semantics.OperatorMeaning:
+        return semantics.operator(self.op, self.kind)
 
     def holds(self, subject: ir.Subject, value: str) -> bool:
         """The reference evaluator's answer for a present value (`semantics.holds`)."""
-        meaning = semantics.operator(self.op)
-        return semantics.holds(meaning, self.literal, self.ignore_case, value.encode())
+        return semantics.holds(self.meaning, self.literal, self.ignore_case, value.encode())
 
 
 def atoms_of(cmp: ir.Compare) -> list[Atom]:
     """The atoms a comparison is built from (a disjunction; `exists` has none)."""
-    meaning = semantics.operator(cmp.op).positive
+    meaning = semantics.comparison(cmp).positive
     if meaning.literals is Literals.NONE:
         return []
     assert meaning.atom is not None, meaning.op
     folded = semantics.folds(cmp)
     return [
-        Atom(meaning.atom, semantics.fold(v.value) if folded else v.value, folded)
+        Atom(meaning.atom, semantics.fold(v.value) if folded else v.value, folded, meaning.kind)
         for v in cmp.values
     ]
+
+
+def always_present(subject: ir.Subject) -> bool:
+    """Whether every request has a value for the subject: a pseudo-header (`:method`,
+    `:path`, `:authority`), or the client address, whose absence its operators judge
+    as they judge "" (no range holds either), so "" stands for it.  A query
+    parameter is read from `:path` but may be missing."""
+    return subject.is_pseudo and semantics.subject(subject.kind).extract is None
 
 
 @dataclass
@@ -140,7 +153,7 @@ class Spaces:
 
     def _language(self, atom: Atom) -> tuple[Re | None, str | None]:
         """The atom's language, or None and the construct that could not be translated."""
-        language = semantics.operator(atom.op).language
+        language = atom.meaning.language
         assert language is not None, atom.op
         try:
             return language(self.alg, atom.literal, atom.ignore_case), None
@@ -261,7 +274,11 @@ class Spaces:
         space = self.subjects[subject.key]
         translated = space.translated
         key = tuple(vector[k] for k in translated)
-        for value in space.vectors.get(key, []):
+        known = space.vectors.get(key, [])
+        if subject.kind is ir.SubjectKind.CLIENT:
+            # "" stands for a client that is not an IP address: show an address if one does.
+            known = sorted(known, key=lambda value: value == "")
+        for value in known:
             if space.vector(value) == vector:
                 return value
         if key not in space.vectors and space.complete:

@@ -8,11 +8,17 @@ header once (with a header repeated, the earliest rule that denies any reading
 decides, so reordering rules can matter there).  Every witness is re-run
 through `evaluate` on both policies; one the evaluator does not confirm is
 kept as unconfirmed, never as a change.
+
+A named list whose values differ (a list file edited in its own review) is
+also reported value by value: for each value added or removed, a request in
+which a subject compared with the list has that value and the two policies
+decide differently, or the exact answer that no such request exists.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +26,7 @@ from typing import Any
 
 import z3
 
+from hdrpolicy.analysis.atoms import Atom, atoms_of
 from hdrpolicy.analysis.budget import (
     DEFAULT_CEILING_MS,
     DEFAULT_STEPS,
@@ -32,10 +39,13 @@ from hdrpolicy.analysis.smt import render_request, response_key, simplify
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.evaluate import Decision, Headers, evaluate
 from hdrpolicy.frontend import ir
+from hdrpolicy.frontend.checker import ListReader
 from hdrpolicy.frontend.pipeline import Checked, check_file, check_source
 from hdrpolicy.printer import policy_string
 
 MAX_CHANGES = 50
+# Values of named lists reported one by one, at most.
+MAX_VALUES = 1000
 # The order changes are listed in: what a security reviewer looks for first.
 KINDS = ("now allowed", "now denied", "response changed")
 ONE_EACH = "for requests that send each header once"
@@ -116,12 +126,53 @@ class Change:
         }
 
 
+@dataclass(frozen=True)
+class ValueChange:
+    """A value added to or removed from a named list, and what it changes.
+
+    Each change is a request in which a subject compared with the list has the
+    value (`phrase`) and the policies decide differently, one per kind of
+    change; with none, `note` says why.
+    """
+
+    list_name: str
+    value: str
+    added: bool
+    phrase: str  # `header x-tenant is "globex"`, `client in 10.2.0.0/16`
+    # One change per kind (KINDS) that requests with the value undergo; none: `note`.
+    changes: tuple[Change, ...] = ()
+    note: str | None = None
+
+    @property
+    def action(self) -> str:
+        return "added" if self.added else "removed"
+
+    def headline(self, kind: str) -> str:
+        """`now allowed: header x-tenant is "globex" (added to `tenants`)`."""
+        to = "to" if self.added else "from"
+        return f"{kind}: {self.phrase} ({self.action} {to} `{self.list_name}`)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "list": self.list_name,
+            "value": self.value,
+            "action": self.action,
+            "subject": self.phrase,
+            "changes": [c.to_json() for c in self.changes],
+            "note": self.note,
+        }
+
+
 @dataclass
 class DiffResult:
-    """`equivalent`, or the changes; `incomplete` says why the list may not be whole."""
+    """`equivalent`, or the changes; `incomplete` says why the list may not be whole.
+
+    `values`: each value a named list gained or lost, and what it changes.
+    """
 
     changes: list[Change] = field(default_factory=list)
     incomplete: str | None = None
+    values: list[ValueChange] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -147,7 +198,9 @@ def diff_policies(
     budget = Budget(steps, ceiling_ms)
     result = DiffResult()
     try:
-        _find_changes(old, new, Reasoner([old, new], budget), result)
+        r = Reasoner([old, new], budget)
+        kinds = _find_changes(old, new, r, result)
+        _list_changes(old, new, r, kinds, result)
     except BudgetSpent as exc:
         result.incomplete = (
             f"the wall-clock ceiling of {ceiling_ms / 1000:g} s was reached "
@@ -159,7 +212,10 @@ def diff_policies(
     return result
 
 
-def _find_changes(old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResult) -> None:
+def _find_changes(
+    old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResult
+) -> dict[str, z3.BoolRef]:
+    """List the change classes; returns each kind of change (KINDS) as a formula."""
     old_fires = [r.define(f"old{i}", r.fires(rule)) for i, rule in enumerate(old.rules)]
     new_fires = [r.define(f"new{i}", r.fires(rule)) for i, rule in enumerate(new.rules)]
     old_idx, old_key = _decision(old, old_fires, r.ctx)
@@ -177,20 +233,39 @@ def _find_changes(old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResul
         keys[response_key(new.default)],
         r.ctx,
     )
-    r.add(o_resp != n_resp)
+    differ = r.define("differ", o_resp != n_resp)
+    allow = keys.get(response_key(None))
+    if allow is None:  # neither policy ever allows
+        allowed = denied = z3.BoolVal(False, r.ctx)
+    else:
+        allowed = r.define("allowed", z3.And(o_resp != allow, n_resp == allow))
+        denied = r.define("denied", z3.And(o_resp == allow, n_resp != allow))
+    kinds = {
+        "now allowed": allowed,
+        "now denied": denied,
+        "response changed": z3.And(differ, z3.Not(allowed), z3.Not(denied)),
+    }
+    assert list(kinds) == list(KINDS)
+    # Each class found is blocked for the next questions of this loop only, so the
+    # values of named lists can be asked about every request afterwards.
+    found: list[z3.BoolRef] = []
     for _ in range(MAX_CHANGES):
-        answer = r.solve()
+        answer = r.check(differ, *found)
         if answer.verdict == "unsat":
-            return
+            return kinds
         if answer.verdict != "sat":
-            result.incomplete = "the solver could not settle a pattern it cannot translate exactly"
-            return
+            result.incomplete = UNSETTLED
+            return kinds
         assert answer.model is not None and answer.request is not None
         oi = answer.model.eval(old_idx, model_completion=True).as_long()
         ni = answer.model.eval(new_idx, model_completion=True).as_long()
         result.changes.append(_change(old, new, answer.request, oi, ni, r.budget))
-        r.add(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
+        found.append(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
     result.incomplete = f"the list stops at {MAX_CHANGES} changes"
+    return kinds
+
+
+UNSETTLED = "the solver could not settle a pattern it cannot translate exactly"
 
 
 def _decision(
@@ -227,14 +302,144 @@ def _change(
     if confirmed:
         request = simplify(request, shows)
     before, after = evaluate(old, request), evaluate(new, request)
-    o, n = Outcome.of(before), Outcome.of(after)
+    return Change(_kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed)
+
+
+def _kind(before: Decision, after: Decision) -> str:
     if before.allowed and not after.allowed:
-        kind = "now denied"
-    elif after.allowed and not before.allowed:
-        kind = "now allowed"
-    else:
-        kind = "response changed"
-    return Change(kind, o, n, request, confirmed)
+        return "now denied"
+    if after.allowed and not before.allowed:
+        return "now allowed"
+    return "response changed"
+
+
+# -- named lists, value by value --------------------------------------------------
+
+
+def _list_changes(
+    old: ir.Policy, new: ir.Policy, r: Reasoner, kinds: dict[str, z3.BoolRef], result: DiffResult
+) -> None:
+    """For each value a named list gained or lost, a request with the value that the
+    policies decide differently, or the exact answer that there is none."""
+    before = {named.name: named for named in old.lists}
+    after = {named.name: named for named in new.lists}
+    names = [*after, *(name for name in before if name not in after)]
+    edits = []
+    for name in names:
+        was = _values(before.get(name))
+        now = _values(after.get(name))
+        edits += [(name, v, True) for v in now if v not in was]
+        edits += [(name, v, False) for v in was if v not in now]
+    for name, value, added in edits[:MAX_VALUES]:
+        result.values.append(_value_change(old, new, r, kinds, name, value, added))
+        if result.values[-1].note == UNSETTLED:
+            result.incomplete = UNSETTLED
+    if len(edits) > MAX_VALUES:
+        result.incomplete = (
+            f"only the first {MAX_VALUES} of the {len(edits)} values added to or removed "
+            "from lists were examined"
+        )
+
+
+def _values(named: ir.NamedList | None) -> list[str]:
+    """A list's values in order, each once (none when the policy has no such list)."""
+    return list(dict.fromkeys(v.value for v in named.values)) if named is not None else []
+
+
+def _uses(policy: ir.Policy, name: str, value: str) -> list[tuple[ir.Subject, Atom]]:
+    """The tests `subject has value` that the policy's comparisons with the list make."""
+    out: dict[tuple[str, Atom], tuple[ir.Subject, Atom]] = {}
+    for rule in policy.rules:
+        if rule.condition is None:
+            continue
+        for cmp in ir.comparisons(rule.condition):
+            if cmp.list_name != name:
+                continue
+            for lit, atom in zip(cmp.values, atoms_of(cmp), strict=True):
+                if lit.value == value:
+                    out.setdefault((cmp.subject.key, atom), (cmp.subject, atom))
+    return list(out.values())
+
+
+def _phrase(subject: ir.Subject, atom: Atom, value: str) -> str:
+    """`header x-tenant is "globex"`, `client in 10.2.0.0/16`."""
+    if atom.meaning.networks:
+        return f"{subject.label} in {value}"
+    return f"{subject.label} is {policy_string(value)}" + (
+        " ignoring case" if atom.ignore_case else ""
+    )
+
+
+def _value_change(
+    old: ir.Policy,
+    new: ir.Policy,
+    r: Reasoner,
+    kinds: dict[str, z3.BoolRef],
+    name: str,
+    value: str,
+    added: bool,
+) -> ValueChange:
+    """What requests carrying one value undergo: each kind of change, with a witness."""
+    policy = new if added else old
+    uses = _uses(policy, name, value)
+    if not uses:
+        side = "NEW" if added else "OLD"
+        note = f"no comparison in {side} reads it"
+        return ValueChange(name, value, added, policy_string(value), note=note)
+    phrases = dict.fromkeys(_phrase(subject, atom, value) for subject, atom in uses)
+    found: list[Change] = []
+    unsettled = False
+    for kind, formula in kinds.items():
+        for subject, atom in uses:
+            answer = r.check(r.atom(subject, atom), formula)
+            unsettled |= answer.verdict == "unknown"
+            if answer.verdict == "sat":
+                assert answer.request is not None
+                witness = _value_witness(old, new, r.budget, kind, subject, atom, answer.request)
+                found.append(witness)
+                break
+    phrase = " or ".join(phrases)
+    if found:
+        return ValueChange(name, value, added, phrase, tuple(found))
+    if unsettled:
+        return ValueChange(name, value, added, phrase, note=UNSETTLED)
+    note = f"every request in which {phrase} is decided as before"
+    return ValueChange(name, value, added, phrase, note=note)
+
+
+def _value_witness(
+    old: ir.Policy,
+    new: ir.Policy,
+    budget: Budget,
+    kind: str,
+    subject: ir.Subject,
+    atom: Atom,
+    request: Headers,
+) -> Change:
+    """The change (of this kind) a request with the value undergoes, confirmed and
+    simplified by the evaluator: the subject has the value, and the policies decide
+    the request differently, in this way."""
+
+    def shows(candidate: Headers) -> bool:
+        budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
+        before, after = evaluate(old, candidate), evaluate(new, candidate)
+        reading = after.values.get(subject.key)
+        return (
+            _outcome(before) != _outcome(after)
+            and _kind(before, after) == kind
+            and reading is not None
+            and atom.holds(subject, reading.decode("utf-8", "replace"))
+        )
+
+    confirmed = shows(request)
+    if confirmed:
+        request = simplify(request, shows)
+    before, after = evaluate(old, request), evaluate(new, request)
+    return Change(_kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed)
+
+
+def _outcome(d: Decision) -> tuple[object, ...]:
+    return (d.allowed, d.status, d.body, d.headers)
 
 
 def _index(policy: ir.Policy, d: Decision) -> int:
@@ -249,8 +454,10 @@ def _index(policy: ir.Policy, d: Decision) -> int:
 def load_policy(spec: str, cwd: Path | None = None) -> Checked:
     """A policy from a file, or from git as `REV:PATH` (e.g. `main:policies/edge.hp`).
 
-    A path that exists wins over a revision spelling.  Git's errors become an
-    OSError for the caller (the CLI's one error renderer), as a missing file does.
+    A path that exists wins over a revision spelling.  A policy from git reads
+    its list files from the same revision.  Git's errors become an OSError for
+    the caller (the CLI's one error renderer), as a missing file does; a list
+    file missing at that revision is the checker's located HP219.
     """
     path = Path(spec)
     if path.exists() or ":" not in spec:
@@ -258,6 +465,15 @@ def load_policy(spec: str, cwd: Path | None = None) -> Checked:
     rev, _, rel = spec.partition(":")
     if rev.startswith("-"):
         raise OSError(f"`{spec}` is not a revision")  # never let it reach git as an option
+    try:
+        text = _git_show(rev, rel, cwd).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OSError(f"{spec} is not UTF-8") from exc
+    return check_source(Source(spec, text), Path(rel).stem, _files_at(rev, rel, cwd))
+
+
+def _git_show(rev: str, rel: str, cwd: Path | None) -> bytes:
+    """A file as it is at a revision (`git show REV:PATH`); OSError with git's reason."""
     proc = subprocess.run(
         ["git", "show", "--end-of-options", f"{rev}:{rel}"],
         cwd=cwd,
@@ -265,21 +481,32 @@ def load_policy(spec: str, cwd: Path | None = None) -> Checked:
         check=False,
     )
     if proc.returncode != 0:
-        raise OSError(proc.stderr.decode("utf-8", "replace").strip() or f"git show {spec} failed")
-    try:
-        text = proc.stdout.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise OSError(f"{spec} is not UTF-8") from exc
-    return check_source(Source(spec, text), Path(rel).stem)
+        reason = proc.stderr.decode("utf-8", "replace").strip().removeprefix("fatal: ")
+        raise OSError(reason or f"git show {rev}:{rel} failed")
+    return proc.stdout
+
+
+def _files_at(rev: str, rel: str, cwd: Path | None) -> ListReader:
+    """Reads the list files a policy at `rev:rel` names, from the same revision
+    (relative to the policy's directory there, as `files_beside` reads them)."""
+    directory = posixpath.dirname(rel)
+
+    def read(name: str) -> bytes:
+        joined = posixpath.normpath(posixpath.join(directory, name))
+        if rel.startswith(("./", "../")) and not joined.startswith("../"):
+            joined = "./" + joined  # git reads `./x` relative to the working directory
+        return _git_show(rev, joined, cwd)
+
+    return read
 
 
 # -- rendering ---------------------------------------------------------------------
 
 
 def render_text(result: DiffResult, old_name: str, new_name: str) -> str:
-    if result.equivalent:
-        return f"{old_name} and {new_name} are equivalent {ONE_EACH}\n"
     out = []
+    if result.equivalent:
+        out.append(f"{old_name} and {new_name} are equivalent {ONE_EACH}")
     if result.changes:
         out.append(
             f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name} "
@@ -289,10 +516,25 @@ def render_text(result: DiffResult, old_name: str, new_name: str) -> str:
         mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
         out.append(f"- {c.kind}: {c.describe()}{mark}")
         out.append(f"  witness: {render_request(c.witness)}")
+    if result.values:
+        out.append(f"{_count_values(result.values)}, value by value:")
+    for v in result.values:
+        if not v.changes:
+            out.append(f"- {v.headline('no change')}: {v.note}")
+        for c in v.changes:
+            mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
+            out.append(f"- {v.headline(c.kind)}: {c.describe()}{mark}")
+            out.append(f"  witness: {render_request(c.witness)}")
     if result.incomplete is not None:
         found = "there may be more" if result.changes else "none was found before it stopped"
         out.append(f"diff incomplete: {result.incomplete}; {found}")
     return "\n".join(out) + "\n"
+
+
+def _count_values(values: list[ValueChange]) -> str:
+    """`named lists: 2 value(s) added, 1 removed`."""
+    added = sum(v.added for v in values)
+    return f"named lists: {added} value(s) added, {len(values) - added} removed"
 
 
 def render_json(result: DiffResult, old_name: str, new_name: str) -> str:
@@ -305,6 +547,7 @@ def render_json(result: DiffResult, old_name: str, new_name: str) -> str:
             "incomplete": result.incomplete,
             "scope": ONE_EACH,
             "changes": [c.to_json() for c in result.changes],
+            "list_values": [v.to_json() for v in result.values],
         },
         indent=2,
     )
@@ -312,23 +555,49 @@ def render_json(result: DiffResult, old_name: str, new_name: str) -> str:
 
 def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
     if result.equivalent:
-        return (
+        out = [
             f"**`{old_name}` → `{new_name}`: equivalent**, no request that sends each header "
-            "once is decided differently.\n"
-        )
-    out = [f"### `{old_name}` → `{new_name}`: {len(result.changes)} change(s) in behaviour", ""]
+            "once is decided differently."
+        ]
+    else:
+        out = [
+            f"### `{old_name}` → `{new_name}`: {len(result.changes)} change(s) in behaviour",
+            "",
+        ]
     if result.changes:
         out += [
             "| change | before | after | witness request |",
             "| --- | --- | --- | --- |",
         ]
     for c in result.changes:
-        witness = render_request(c.witness).replace("|", "\\|")
+        witness = _cell(render_request(c.witness))
         mark = "" if c.confirmed else " ⚠ unconfirmed"
-        before, after = (side.replace("|", "\\|") for side in c.sides())
+        before, after = (_cell(side) for side in c.sides())
         out.append(f"| {c.kind}{mark} | {before} | {after} | `{witness}` |")
+    if result.values:
+        out += [
+            "",
+            f"#### {_count_values(result.values).capitalize()}",
+            "",
+            "| list | value | change | before | after | witness request |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+    for v in result.values:
+        head = f"| `{v.list_name}` | {v.action} {_cell(policy_string(v.value))} |"
+        if not v.changes:
+            out.append(f"{head} no change: {_cell(v.note or '')} | | | |")
+        for c in v.changes:
+            mark = "" if c.confirmed else " ⚠ unconfirmed"
+            before, after = (_cell(side) for side in c.sides())
+            witness = _cell(render_request(c.witness))
+            what = f"{c.kind}{mark}: {_cell(v.phrase)}"
+            out.append(f"{head} {what} | {before} | {after} | `{witness}` |")
     if result.incomplete is not None:
         out += ["", f"**Incomplete:** {result.incomplete}; there may be more changes."]
-    else:
+    elif not result.equivalent or result.values:
         out += ["", f"_Decided {ONE_EACH}._"]
     return "\n".join(out) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")

@@ -144,7 +144,7 @@ class _Analysis:
             for cmp in ir.comparisons(rule.condition):
                 key = cmp.subject.key
                 space = spaces.subjects[key]
-                if semantics.operator(cmp.op).pattern:
+                if semantics.comparison(cmp).pattern:
                     k = spaces.index[key, atoms_of(cmp)[0]]
                     construct = space.untranslated[k]
                     if construct is not None:

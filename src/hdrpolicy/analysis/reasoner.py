@@ -27,7 +27,14 @@ from typing import assert_never
 import z3
 
 from hdrpolicy import semantics
-from hdrpolicy.analysis.atoms import Spaces, SubjectSpace, Vector, atoms_of
+from hdrpolicy.analysis.atoms import (
+    Atom,
+    Spaces,
+    SubjectSpace,
+    Vector,
+    always_present,
+    atoms_of,
+)
 from hdrpolicy.analysis.budget import MODEL, NODE, QUERY, Budget, BudgetSpent
 from hdrpolicy.analysis.smt import build_request
 from hdrpolicy.evaluate import Headers
@@ -94,7 +101,7 @@ class Reasoner:
                 z3.Bool(f"a{n}_{k}", self.ctx) for k in range(len(space.atoms))
             ]
             facts = self.facts[key] = []
-            if space.subject.is_pseudo:  # always sent
+            if always_present(space.subject):
                 facts.append(present)
             if atoms:
                 facts.append(z3.Implies(z3.Not(present), z3.And(*[z3.Not(a) for a in atoms])))
@@ -161,7 +168,7 @@ class Reasoner:
 
     def compare(self, cmp: ir.Compare) -> z3.BoolRef:
         key = cmp.subject.key
-        meaning = semantics.operator(cmp.op)
+        meaning = semantics.comparison(cmp)
         if meaning.positive.literals is semantics.Literals.NONE:
             positive = self.present[key]
         else:
@@ -169,6 +176,11 @@ class Reasoner:
             parts = [self.atoms[key][index[key, atom]] for atom in atoms_of(cmp)]
             positive = parts[0] if len(parts) == 1 else z3.Or(*parts)
         return positive if meaning.negation_of is None else z3.Not(positive)
+
+    def atom(self, subject: ir.Subject, atom: Atom) -> z3.BoolRef:
+        """Whether the subject's value passes one test (an atom of the policies)."""
+        key = subject.key
+        return self.atoms[key][self.spaces.index[key, atom]]
 
     def compare_values(self, cmp: ir.Compare) -> frozenset[bool] | None:
         """The values one comparison can take, read off its subject's vectors (no z3).
@@ -184,15 +196,15 @@ class Reasoner:
         found = self._compare_cache.get(cache_key)
         if found is not None:
             return found
-        meaning = semantics.operator(cmp.op)
+        meaning = semantics.comparison(cmp)
         if meaning.positive.literals is semantics.Literals.NONE:
-            positive = {True} if cmp.subject.is_pseudo else {True, False}
+            positive = {True} if always_present(cmp.subject) else {True, False}
         else:
             index = self.spaces.index
             picked = [space.translated.index(index[key, atom]) for atom in atoms_of(cmp)]
             self.budget.charge(len(space.vectors) * len(picked))
             positive = {any(vector[n] for n in picked) for vector in space.vectors}
-            if not cmp.subject.is_pseudo:
+            if not always_present(cmp.subject):
                 positive.add(False)  # the header may be missing
         if meaning.negation_of is not None:
             positive = {not v for v in positive}

@@ -9,7 +9,10 @@ Scope: requests that send each header at most once (one reading), as UTF-8.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
+from typing import assert_never
+from urllib.parse import quote_plus
 
 from hdrpolicy import semantics
 from hdrpolicy.diagnostics import Span
@@ -18,19 +21,42 @@ from hdrpolicy.frontend import ir
 from hdrpolicy.printer import policy_string
 from hdrpolicy.semantics import PSEUDO_ORDER
 
+_PATH = b":path"
+_CLIENT = ir.CLIENT_ADDRESS.encode()
+_COOKIE = b"cookie"
+
 
 def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
-    """The request in which each subject has the value given (None: a missing header)."""
-    headers: Headers = []
+    """The request in which each subject has the value given (None: a missing header).
+
+    A query parameter goes into `:path`'s query string, form-encoded, after
+    the path (or `/`); cookies into one `cookie` header (`a=v; b=w`); the
+    client address into the pair the host passes it as.  Each reads back, by
+    `evaluate`, as exactly the value given.
+    """
     found: dict[ir.SubjectKind, str] = {}
+    params: list[str] = []
+    crumbs: list[str] = []
+    client: str | None = None
     extra: Headers = []
     for subject, text in values:
         if text is None:
             continue
-        if subject.is_pseudo:
-            found[subject.kind] = text
-        else:
-            extra.append((subject.host_name.encode(), text.encode()))
+        match subject.kind:
+            case ir.SubjectKind.METHOD | ir.SubjectKind.PATH | ir.SubjectKind.HOST:
+                found[subject.kind] = text
+            case ir.SubjectKind.QUERY:
+                assert subject.name is not None
+                params.append(f"{quote_plus(subject.name)}={quote_plus(text)}")
+            case ir.SubjectKind.COOKIE:
+                crumbs.append(f"{subject.name}={text}")
+            case ir.SubjectKind.CLIENT:
+                client = text
+            case ir.SubjectKind.HEADER:
+                extra.append((subject.host_name.encode(), text.encode()))
+            case _:
+                assert_never(subject.kind)
+    headers: Headers = []
     for kind in PSEUDO_ORDER:
         plain = semantics.subject(kind).plain
         assert plain is not None, kind
@@ -39,7 +65,13 @@ def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
         raw = text.encode()
         if normalize(subject, raw) != raw:
             raw += b":443"
+        if kind is ir.SubjectKind.PATH and params:
+            raw += b"?" + "&".join(params).encode()
         headers.append((subject.host_name.encode(), raw))
+    if client is not None:
+        headers.append((_CLIENT, client.encode()))
+    if crumbs:
+        headers.append((_COOKIE, "; ".join(crumbs).encode()))
     return headers + extra
 
 
@@ -71,9 +103,9 @@ def simplify(request: Headers, keep: Callable[[Headers], bool]) -> Headers:
     """A shorter, more readable witness showing the same thing: `keep` must hold for it.
 
     The solver's requests name every subject with its shortest values; a
-    reviewer reads `GET /` and only the headers that matter, with real
-    methods and non-empty values.  Each step is kept only if `keep` (the
-    evaluator-backed check) still holds.
+    reviewer reads `GET /` and only the headers (query parameters, cookies)
+    that matter, with real methods and non-empty values.  Each step is kept
+    only if `keep` (the evaluator-backed check) still holds.
     """
     current = list(request)
 
@@ -90,6 +122,10 @@ def simplify(request: Headers, keep: Callable[[Headers], bool]) -> Headers:
             for method in READABLE_METHODS:
                 if method == value or attempt(i, method):
                     break
+        elif name == _PATH:
+            path, mark, query = value.partition(b"?")
+            if path != PLAIN_REQUEST[name]:
+                attempt(i, PLAIN_REQUEST[name] + mark + query)
         elif name in PLAIN_REQUEST and value != PLAIN_REQUEST[name]:
             attempt(i, PLAIN_REQUEST[name])
     i = 0
@@ -102,18 +138,84 @@ def simplify(request: Headers, keep: Callable[[Headers], bool]) -> Headers:
             current = candidate
         else:
             i += 1
+    for i, (name, _) in enumerate(current):
+        split = _PARTS.get(name)
+        if split is None or split(current[i][1]) is None:
+            continue
+        for step in (_drop_part, _readable_part):
+            n = 0
+            while (parts := split(current[i][1])) is not None and n < len(parts[1]):
+                changed = step(parts, n)
+                if changed is None or not attempt(i, changed):
+                    n += 1
     for i, (name, value) in enumerate(current):
-        if name not in PLAIN_REQUEST and value == b"":
+        # An empty client address is not an IP address: "1" would be none either.
+        if name not in PLAIN_REQUEST and name != _CLIENT and value == b"":
             attempt(i, READABLE_VALUE)
     return current
 
 
+# A value made of parts (`:path`'s query parameters, a cookie header's cookies):
+# what comes before them, the parts, and how they are joined.
+_Parts = tuple[bytes, list[bytes], bytes]
+
+
+def _query_parts(value: bytes) -> _Parts | None:
+    path, mark, query = value.partition(b"?")
+    return (path + mark, query.split(b"&"), b"&") if mark else None
+
+
+def _cookie_parts(value: bytes) -> _Parts | None:
+    return b"", value.split(b"; "), b"; "
+
+
+_PARTS: dict[bytes, Callable[[bytes], _Parts | None]] = {
+    _PATH: _query_parts,
+    _COOKIE: _cookie_parts,
+}
+
+
+def _drop_part(parts: _Parts, n: int) -> bytes | None:
+    """The value without part n (None: it is the only part, which removing the header does)."""
+    before, items, joiner = parts
+    if len(items) == 1:
+        return before.rstrip(b"?") if before.endswith(b"?") else None
+    return before + joiner.join(items[:n] + items[n + 1 :])
+
+
+def _readable_part(parts: _Parts, n: int) -> bytes | None:
+    """Part n with a readable value in place of an empty one (`debug=` → `debug=1`)."""
+    before, items, joiner = parts
+    if not items[n].endswith(b"="):
+        return None
+    return before + joiner.join([*items[:n], items[n] + READABLE_VALUE, *items[n + 1 :]])
+
+
 def render_request(headers: Headers) -> str:
-    """A witness as a reader wants it: `GET /path (host example.com; x-role: "admin")`."""
-    d = dict(headers[:3])
-    method, path, host = (_shown(d[k]) for k in (b":method", b":path", b":authority"))
-    rest = [f"{k.decode()}: {policy_string(v.decode())}" for k, v in headers[3:]]
-    return f"{method} {path} (host {host}; {', '.join(rest) if rest else 'no headers'})"
+    """A witness as a reader wants it:
+    `GET /path?q=1 (host example.com; client 10.0.0.1; x-role: "admin")`."""
+    d: dict[bytes, bytes] = {}
+    for k, v in headers:
+        d.setdefault(k, v)
+    method, path, host = (_shown(d[k]) for k in (b":method", _PATH, b":authority"))
+    shown = [f"host {host}"]
+    if _CLIENT in d:
+        shown.append(f"client {_address(d[_CLIENT])}")
+    rest = [
+        f"{k.decode()}: {policy_string(v.decode())}"
+        for k, v in headers
+        if k not in PLAIN_REQUEST and k != _CLIENT
+    ]
+    shown.append(", ".join(rest) if rest else "no headers")
+    return f"{method} {path} ({'; '.join(shown)})"
+
+
+def _address(value: bytes) -> str:
+    """A client address as people write it (`2001:db8::1`); anything else quoted."""
+    try:
+        return str(ipaddress.ip_address(value.decode()))
+    except ValueError:
+        return policy_string(value.decode())
 
 
 def _shown(value: bytes) -> str:
