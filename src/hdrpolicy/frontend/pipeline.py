@@ -53,12 +53,12 @@ def files_beside(directory: Path) -> ListReader:
 
 def check_source(source: Source, default_name: str, read_list: ListReader | None = None) -> Checked:
     """Run parse, lower and check on text; `default_name` names a policy without `policy`;
-    list files are read with `read_list` (None: beside the working directory)."""
+    list files are read with `read_list` (None: beside `source.path`)."""
     tree, syntax_diags = parse(source)
     if tree is None:
         return Checked(source, None, sorted(syntax_diags, key=sort_key))
     parts, lowering_diags = lower(tree, source)
-    reader = read_list if read_list is not None else files_beside(Path.cwd())
+    reader = read_list if read_list is not None else files_beside(Path(source.path).parent)
     policy, check_diags = check(parts, source, default_name, reader)
     diagnostics = sorted([*syntax_diags, *lowering_diags, *check_diags], key=sort_key)
     # A policy with syntax errors is incomplete: report on it, never compile it.
