@@ -47,6 +47,7 @@ class Comparison(StrEnum):
 REFUSALS = {
     (ir.TOO_MANY_READINGS_STATUS, ir.TOO_MANY_READINGS_BODY): "too-many-readings",
     (ir.BAD_PATH_STATUS, ir.BAD_PATH_BODY): "path-not-normal",
+    (ir.BAD_QUERY_STATUS, ir.BAD_QUERY_BODY): "query-not-well-formed",
     (ir.BAD_VALUE_STATUS, ir.BAD_VALUE_BODY): "padded-value",
     (ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY): "host-error",
 }
@@ -122,7 +123,7 @@ class Build:
                 if r.action is ir.Action.DENY
             ]
             causes += [(True, NO_RULE), (False, DEFAULT)]
-            causes += [(False, refused) for refused in REFUSALS.values()]
+            causes += [(False, refused) for refused in refusals(policy)]
             names += [decision_metric(policy.name, role, allowed, by) for allowed, by in causes]
         if self.shadow:
             names += [shadow_metric(self.live.policy.name, c) for c in Comparison]
@@ -142,6 +143,17 @@ class Build:
 
 
 # -- names and strings shared with the plug-in ---------------------------------
+
+
+def refusals(policy: ir.Policy) -> list[str]:
+    """The refusals a policy's plug-in can make (`query-not-well-formed` only when it
+    reads a query parameter: other plug-ins have no counter for it)."""
+    reads_query = any(s.kind is ir.SubjectKind.QUERY for s in policy.subjects)
+    return [
+        by
+        for (status, body), by in REFUSALS.items()
+        if reads_query or (status, body) != (ir.BAD_QUERY_STATUS, ir.BAD_QUERY_BODY)
+    ]
 
 
 def decided_by(side: Side, decision: Decision) -> str:
