@@ -79,7 +79,7 @@ class _GoBuilder:
                 go_string(delimiter or ""),
                 go_string(semantics.joiner(subject) or ""),
                 subject.kind in (ir.SubjectKind.HEADER, ir.SubjectKind.COOKIE),
-                go_string(subject.name) if _named(subject) and subject.name else None,
+                go_string(subject.name or "") if _named(subject) else None,
             )
         # The field each host header is read into, once: a subject's own (`path`,
         # `header cookie`), else the first query parameter or cookie read out of it.
