@@ -16,8 +16,12 @@ from hdrpolicy.frontend.pipeline import check_file
 
 GOLDEN = Path(__file__).parent / "golden"
 # Inputs: the policy; optionally the toolchain's name, a policy evaluated in
-# the shadow (`compile --shadow`) and the mode (`dry-run`).
+# the shadow (`compile --shadow`), the mode (`dry-run`) and list files (`*.txt`).
 INPUTS = {"policy.hp", "toolchain", "shadow.hp", "mode"}
+
+
+def is_input(path: Path) -> bool:
+    return path.name in INPUTS or path.suffix == ".txt"
 
 
 def cases() -> list[Path]:
@@ -40,13 +44,13 @@ def emitted(case: Path) -> dict[str, bytes]:
 
 
 def expected(case: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in case.iterdir() if p.name not in INPUTS}
+    return {p.name: p.read_bytes() for p in case.iterdir() if not is_input(p)}
 
 
 def regenerate() -> None:
     for case in cases():
         for old in case.iterdir():
-            if old.name not in INPUTS:
+            if not is_input(old):
                 old.unlink()
         for name, data in emitted(case).items():
             (case / name).write_bytes(data)

@@ -15,9 +15,10 @@ import pytest
 from conftest import EXAMPLES
 from envoy_support import checked_text, policy_of
 from hdrpolicy import rollout
-from hdrpolicy.backend.compiler import cached_wasm
+from hdrpolicy.backend.compiler import cached_wasm, emit_build, rollout_build
 from hdrpolicy.backend.host import HostResult, run_plugin
 from hdrpolicy.backend.toolchains import GO
+from hdrpolicy.codec import CLIENT_ADDRESS
 from hdrpolicy.evaluate import Headers
 from hdrpolicy.frontend.pipeline import Checked, check_file
 
@@ -228,3 +229,78 @@ def test_a_policy_of_no_subjects_and_a_shadow_reading_more() -> None:
         rollout.Comparison.NEWLY_ALLOW,
         rollout.Comparison.DIFFERENT_RESPONSE,  # the shadow refuses the padded value
     ]
+
+
+# A policy that reads a query parameter (so it refuses a malformed query string),
+# a cookie and the client address; and its previous version, which reads none.
+STORE = checked_text(
+    """policy "store"
+deny 403 "staff only" when path starts_with "/staff" and client not in ["10.0.0.0/8"]
+""",
+    "store",
+)
+STORE_NEXT = checked_text(
+    """policy "store"
+deny 403 "staff only" when path starts_with "/staff" and client not in ["10.0.0.0/8"]
+deny 400 "no debug" when query debug exists and cookie staff != "1"
+""",
+    "store-next",
+)
+CLIENT = [(CLIENT_ADDRESS, "10.1.2.3:5000")]
+OUTSIDE = [(CLIENT_ADDRESS, "[2001:db8::1]:5000")]
+STORE_REQUESTS = [
+    request("/staff/a", headers=CLIENT),
+    request("/staff/a", headers=OUTSIDE),
+    request("/staff/a"),
+    request("/x?debug=1", headers=CLIENT),
+    request("/x?debug=1", headers=[("cookie", "staff=1")]),
+    request("/x?debug=%zz"),
+    request("/staff/a?debug=%zz", headers=OUTSIDE),
+    request("/x?debug=1", headers=[("cookie", "staff=0"), ("cookie", "staff=1")]),
+    request("/x?debug=1&debug=2", headers=[("cookie", 'staff="1"')]),
+]
+
+
+@pytest.mark.parametrize(
+    ("live", "shadow", "options"),
+    [
+        (STORE_NEXT, None, rollout.Options()),
+        (STORE_NEXT, None, rollout.Options(rollout.Mode.DRY_RUN)),
+        (STORE_NEXT, STORE, rollout.Options()),
+        (STORE, STORE_NEXT, rollout.Options()),
+    ],
+    ids=["enforce", "dry-run", "shadow-without-query", "shadow-with-query"],
+)
+def test_a_policy_reading_a_query_parameter_counts_and_records_its_refusal(
+    live: Checked, shadow: Checked | None, options: rollout.Options
+) -> None:
+    build, results = run_build(live, STORE_REQUESTS, options, shadow)
+    outcomes = [assert_agrees(build, h, r) for h, r in zip(STORE_REQUESTS, results, strict=True)]
+    # Both malformed query strings are refused by the policy that reads `query`, before
+    # any rule; the one that does not read it judges them by its rules.
+    for checked, decided in [(live, [o.live_by for o in outcomes])] + (
+        [(shadow, [o.shadow_by for o in outcomes])] if shadow else []
+    ):
+        refused = [i for i, by in enumerate(decided) if by == "query-not-well-formed"]
+        assert refused == ([5, 6] if checked is STORE_NEXT else []), decided
+
+
+@pytest.mark.parametrize(
+    ("live", "shadow"),
+    [(TUTORIAL, None), (ROUTES, ROUTES_NEXT), (STORE_NEXT, None), (STORE, STORE_NEXT)],
+)
+def test_the_plugin_defines_only_counters_the_build_names(
+    live: Checked, shadow: Checked | None
+) -> None:
+    """`Build.counters` (what `test` reads) holds every counter the emitted Go defines;
+    the malformed query's only where the policy reads a query parameter."""
+    build = rollout_build(live, shadow, rollout.Options())
+    main = emit_build(build, live, shadow, GO)["main.go"].decode()
+    defined = re.findall(r'^\tmetricName: +"([^"]+)",$', main, re.M)
+    defined += re.findall(r'^\t"(hdrpolicy\.shadow\.[^"]+)",$', main, re.M)
+    assert defined, "the counters are not found in the emitted Go"
+    assert set(defined) <= set(build.counters)
+    refusing = [name for name in build.counters if name.endswith(".query_not_well_formed")]
+    assert refusing == [name for name in defined if name.endswith(".query_not_well_formed")]
+    reads_query = [role for role, s in (("enforce", live), ("shadow", shadow)) if s is STORE_NEXT]
+    assert [name.split(".")[3] for name in refusing] == reads_query

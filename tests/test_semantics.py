@@ -10,6 +10,7 @@ evaluator means, on random values.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from hdrpolicy.analysis.regular import MAX_CHAR, Algebra, Re, Unsupported
 from hdrpolicy.analysis.smt import build_request
 from hdrpolicy.backend.emit import _environment
 from hdrpolicy.backend.host import run_plugin
-from hdrpolicy.codec import Protocol, SentRequest, deliver, rejected
+from hdrpolicy.codec import CLIENT_ADDRESS, Protocol, SentRequest, deliver, rejected
 from hdrpolicy.diagnostics import Source, Span
 from hdrpolicy.evaluate import Headers, compare, evaluate, readings, refusal
 from hdrpolicy.fmt import compare_text
@@ -139,8 +140,8 @@ def test_every_subject_kind_has_a_complete_entry() -> None:
 
 def test_the_template_defines_every_helper_the_table_names() -> None:
     template = _template()
-    for op in ir.Op:
-        meaning = semantics.operator(op)
+    for op, kind in itertools.product(ir.Op, [None, *ir.SubjectKind]):
+        meaning = semantics.operator(op, kind)
         for helper in (meaning.go_helper, meaning.go_fold_helper):
             if helper is None:
                 continue
@@ -192,15 +193,21 @@ def test_a_policy_with_every_operator_and_subject_builds_and_agrees(
     assert result.checked.ok and result.checked.policy is not None
     assert "plugin.wasm" in result.written, result
     requests: list[Headers] = []
+    # The client address for each value: in 10.0.0.0/8, in 2001:db8::/32, in neither.
+    clients = {b"v": b"10.1.2.3:5000", b"V": b"[2001:db8::1]:5000", b"xv": b"192.0.2.1:1"}
     for n in range(len(_every_comparison())):
         for value in (None, b"v", b"V", b"xv", b"vx", b"w"):
             request = [
                 (b":method", value or b"GET"),
-                (b":path", b"/" + (value or b"")),
+                (b":path", b"/" + (value or b"") + (b"" if value is None else b"?x-a=" + value)),
                 (b":authority", value or b"x"),
                 (b"x-case", str(n).encode()),
             ]
-            requests.append(request + ([] if value is None else [(b"x-a", value)]))
+            if value is not None:
+                request += [(b"x-a", value), (b"cookie", b"x-a=" + value)]
+            if value in clients:
+                request.append((CLIENT_ADDRESS.encode(), clients[value]))
+            requests.append(request)
     decisions = [evaluate(result.checked.policy, r) for r in requests]
     plugin = run_plugin(result.out_dir / "plugin.wasm", requests)
     for request, decision, got in zip(requests, decisions, plugin, strict=True):

@@ -123,7 +123,7 @@ class Build:
                 if r.action is ir.Action.DENY
             ]
             causes += [(True, NO_RULE), (False, DEFAULT)]
-            causes += [(False, refused) for refused in REFUSALS.values()]
+            causes += [(False, refused) for refused in refusals(policy)]
             names += [decision_metric(policy.name, role, allowed, by) for allowed, by in causes]
         if self.shadow:
             names += [shadow_metric(self.live.policy.name, c) for c in Comparison]
@@ -143,6 +143,17 @@ class Build:
 
 
 # -- names and strings shared with the plug-in ---------------------------------
+
+
+def refusals(policy: ir.Policy) -> list[str]:
+    """The refusals a policy's plug-in can make (`query-not-well-formed` only when it
+    reads a query parameter: other plug-ins have no counter for it)."""
+    reads_query = any(s.kind is ir.SubjectKind.QUERY for s in policy.subjects)
+    return [
+        by
+        for (status, body), by in REFUSALS.items()
+        if reads_query or (status, body) != (ir.BAD_QUERY_STATUS, ir.BAD_QUERY_BODY)
+    ]
 
 
 def decided_by(side: Side, decision: Decision) -> str:

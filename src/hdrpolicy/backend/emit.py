@@ -7,6 +7,7 @@ made here; the templates only lay the prepared model out.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, assert_never
@@ -43,8 +44,10 @@ class _Field:
     # joiner of repeated values.
     delimiter: str
     joiner: str
-    # A request header (its value is redacted from info lines unless asked).
+    # A request header or a cookie (its value is redacted from info lines unless asked).
     is_header: bool
+    # The name a query parameter or a cookie is read by (a Go literal; None: not named).
+    name: str | None = None
 
 
 class _GoBuilder:
@@ -60,6 +63,7 @@ class _GoBuilder:
         self.fields: dict[str, _Field] = {}
         self.helpers: set[str] = set()
         self.regexps: list[dict[str, str]] = []
+        self.networks: list[dict[str, Any]] = []
         self.fold = False
         # Equal policy responses get equal numbers (the shadow compares them).
         self.responses: dict[tuple[Any, ...], int] = {}
@@ -74,8 +78,15 @@ class _GoBuilder:
                 go_string(subject.label),
                 go_string(delimiter or ""),
                 go_string(semantics.joiner(subject) or ""),
-                subject.kind is ir.SubjectKind.HEADER,
+                subject.kind in (ir.SubjectKind.HEADER, ir.SubjectKind.COOKIE),
+                go_string(subject.name or "") if _named(subject) else None,
             )
+        # The field each host header is read into, once: a subject's own (`path`,
+        # `header cookie`), else the first query parameter or cookie read out of it.
+        self.carriers: dict[str, str] = {}
+        for subject in sorted(_subjects(build), key=_named):
+            if subject.kind is not ir.SubjectKind.CLIENT:
+                self.carriers.setdefault(subject.host_name, self.fields[subject.key].const)
 
     def location(self, span_line: int) -> str:
         return self.side.location(span_line)
@@ -104,14 +115,14 @@ class _GoBuilder:
         if isinstance(cond, ir.Not):
             return self.wrap(cond.operand, 1)
         if isinstance(cond, ir.Compare):
-            meaning = semantics.operator(cond.op)
+            meaning = semantics.comparison(cond)
             if meaning.negation_of is not None:
                 return self.positive(cond, meaning.positive)[0]
         text, prec = self.expr(cond)
         return "!" + (text if prec >= 3 else f"({text})")
 
     def compare(self, cmp: ir.Compare) -> tuple[str, int]:
-        meaning = semantics.operator(cmp.op)
+        meaning = semantics.comparison(cmp)
         text, prec = self.positive(cmp, meaning.positive)
         if meaning.negation_of is None:
             return text, prec
@@ -130,6 +141,16 @@ class _GoBuilder:
                     "var": var,
                     "pattern": go_string(cmp.values[0].value),
                     "location": self.location(cmp.values[0].span.line),
+                }
+            )
+            return self.call(meaning.go_helper, f, var), 3
+        if meaning.networks:
+            var = f"networks{len(self.networks) + 1}"
+            self.networks.append(
+                {
+                    "var": var,
+                    "prefixes": [_go_prefix(v.value) for v in cmp.values],
+                    "location": self.location(cmp.span.line),
                 }
             )
             return self.call(meaning.go_helper, f, var), 3
@@ -277,6 +298,10 @@ class _GoBuilder:
             "host_error": self.refusal(
                 name("hostError"), ir.HOST_ERROR_STATUS, ir.HOST_ERROR_BODY, []
             ),
+            # The log line shows the request target (the value `why` would show is decoded).
+            "bad_query": self.refusal(name("badQuery"), ir.BAD_QUERY_STATUS, ir.BAD_QUERY_BODY, [])
+            if any(s.kind is ir.SubjectKind.QUERY for s in policy.subjects)
+            else None,
         }
         return {
             "var": prefix or "live",
@@ -309,7 +334,8 @@ class _GoBuilder:
         field_consts[0] += " field = iota"
         subjects = _subjects(build)
         by_kind = {s.kind: self.fields[s.key].const for s in subjects}
-        pseudo = [self.fields[s.key].const for s in subjects if s.is_pseudo]
+        carried = [s for s in subjects if self.fields[s.key].const in self.carriers.values()]
+        named = {s.key for s in subjects if _named(s)}
         reads_headers = any(not s.is_pseudo for s in subjects)
         # A target whose Go only ever runs as wasm can walk the host's serialised
         # headers itself; one whose Go also runs natively (`Emulator.NATIVE`, the
@@ -320,13 +346,16 @@ class _GoBuilder:
             std_imports.append("regexp")
         if raw_header_pairs:
             std_imports += ["encoding/binary", "unsafe"]
-        else:  # host errors other than "not found" fail closed (errors.Is)
+        # Host errors other than "not found" fail closed (errors.Is).
+        if not raw_header_pairs or ir.SubjectKind.CLIENT in by_kind:
             std_imports.append("errors")
+        if ir.SubjectKind.CLIENT in by_kind:
+            std_imports.append("net/netip")
         logs_info = build.mode is rollout.Mode.DRY_RUN or build.shadow is not None
         if logs_info:
             std_imports.append("time")
         lengths: dict[int, list[_Field]] = {}
-        for subject in subjects:
+        for subject in carried:
             lengths.setdefault(len(subject.host_name), []).append(self.fields[subject.key])
         live_name = build.live.policy.name
         return {
@@ -368,7 +397,24 @@ class _GoBuilder:
             "field_lengths": [
                 {"length": n, "fields": group} for n, group in sorted(lengths.items())
             ],
-            "pseudo_test": " || ".join(f"f == {c}" for c in pseudo) or None,
+            # Read from a header passed once: only its first value counts.
+            "pseudo_test": _any_of(self.fields[s.key] for s in carried if s.is_pseudo),
+            # Never refused for surrounding whitespace (`evaluate.refusal`).
+            "unpadded_test": _any_of(
+                self.fields[s.key] for s in subjects if s.is_pseudo or s.key in named
+            ),
+            # Read out of another field's values (`extract`), not expanded.
+            "named_test": _any_of(self.fields[s.key] for s in subjects if s.key in named),
+            "pseudo_names": [
+                f.host_name if f.const in self.carriers.values() else '""' for f in fields
+            ],
+            "derived_fields": len(carried) < len(subjects),
+            "query_source": self.carriers.get(":path") if _reads(subjects, QUERY) else None,
+            "query_fields": [self.fields[s.key] for s in subjects if s.kind is QUERY],
+            "cookie_source": self.carriers.get("cookie") if _reads(subjects, COOKIE) else None,
+            "cookie_fields": [self.fields[s.key] for s in subjects if s.kind is COOKIE],
+            "reads_query": _reads(subjects, QUERY),
+            "networks": self.networks,
             **_normalized_fields(by_kind),
             "helpers": sorted(self.helpers),
             "fold": self.fold,
@@ -384,6 +430,34 @@ def _normalized_fields(by_kind: dict[ir.SubjectKind, str]) -> dict[str, str | No
         for kind in ir.SubjectKind
         if (meaning := semantics.subject(kind)).go_field is not None
     }
+
+
+QUERY, COOKIE = ir.SubjectKind.QUERY, ir.SubjectKind.COOKIE
+
+
+def _named(subject: ir.Subject) -> bool:
+    """A query parameter or a cookie: read out of a host value by its name."""
+    return semantics.subject(subject.kind).extract is not None
+
+
+def _reads(subjects: list[ir.Subject], kind: ir.SubjectKind) -> bool:
+    return any(s.kind is kind for s in subjects)
+
+
+def _any_of(fields: Iterable[_Field]) -> str | None:
+    """A Go test of whether `f` is one of these fields (None: there are none)."""
+    return " || ".join(f"f == {field.const}" for field in fields) or None
+
+
+def _go_prefix(literal: str) -> str:
+    """A CIDR literal (checked) as a Go `netip.Prefix` value: its range, host bits dropped."""
+    network = semantics.network(literal)
+    packed = network.network_address.packed
+    if network.version == 4:
+        address = f"netip.AddrFrom4([4]byte{{{', '.join(str(b) for b in packed)}}})"
+    else:
+        address = f"netip.AddrFrom16([16]byte{{{', '.join(f'0x{b:02x}' for b in packed)}}})"
+    return f"netip.PrefixFrom({address}, {network.prefixlen})"
 
 
 def _keyed(pairs: list[tuple[str, str]]) -> list[str]:
@@ -406,10 +480,11 @@ def _response(response: ir.Response) -> tuple[int, list[tuple[str, str]], str]:
 
 
 def _const_name(subject: ir.Subject) -> str:
-    if subject.kind is not ir.SubjectKind.HEADER:
+    """`headerXRole`, `queryPage`, `cookieSession`; `fieldPath`, `fieldClient`."""
+    if subject.name is None:
         return "field" + subject.kind.value.capitalize()
-    parts = re.split(r"[^0-9A-Za-z]+", subject.name or "")
-    return "header" + "".join(p[:1].upper() + p[1:] for p in parts if p)
+    parts = re.split(r"[^0-9A-Za-z]+", subject.name)
+    return subject.kind.value + "".join(p[:1].upper() + p[1:] for p in parts if p)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -7,6 +7,10 @@
 // [...]} on stdout: per request, what the plug-in did, the named counters it
 // incremented and the filter state keys it set. Names, values and bodies are
 // byte strings, so they travel base64-encoded ([]byte in encoding/json).
+//
+// A request's pair named ":source.address" (hdrpolicy's codec.CLIENT_ADDRESS)
+// is not a header: it is the client's address, served as Envoy serves it, as
+// the source.address property (a request without one has no such property).
 package main
 
 import (
@@ -64,20 +68,23 @@ func main() {
 	vm, err := proxytest.NewWasmVMContext(wasm)
 	fail(err)
 	defer vm.Close()
-	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm))
-	defer reset()
-	if host.StartVM() != types.OnVMStartStatusOK || host.StartPlugin() != types.OnPluginStartStatusOK {
-		fail(fmt.Errorf("the plug-in did not start: %q", host.GetCriticalLogs()))
-	}
+	e := &emulator{vm: vm}
+	e.start()
+	defer func() { e.reset() }()
 
 	results := make([]result, 0, len(in.Requests))
 	start := time.Now()
-	for _, req := range in.Requests {
+	for i := range in.Requests {
+		req := &in.Requests[i]
+		if err := e.serveClient(req); err != nil {
+			fail(fmt.Errorf("request %d: %w", i+1, err))
+		}
+		host := e.host
 		before := counters(host, in.Counters)
 		for _, key := range in.State {
 			fail(host.SetProperty([]string{key}, unset))
 		}
-		res := run(host, req)
+		res := run(host, *req)
 		res.Counters = map[string]uint64{}
 		for name, value := range counters(host, in.Counters) {
 			if value != before[name] {
@@ -96,6 +103,77 @@ func main() {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetEscapeHTML(false)
 	fail(enc.Encode(map[string]any{"results": results, "run_ns": elapsed.Nanoseconds()}))
+}
+
+// An emulator is the SDK's host emulator running the plug-in, and whether it
+// has a client address to serve.
+type emulator struct {
+	vm     types.VMContext
+	host   proxytest.HostEmulator
+	reset  func()
+	client bool
+}
+
+// start (re)starts the host emulator: the VM and the plug-in, as a proxy does.
+func (e *emulator) start() {
+	if e.reset != nil {
+		e.reset()
+	}
+	e.host, e.reset = proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(e.vm))
+	e.client = false
+	if e.host.StartVM() != types.OnVMStartStatusOK || e.host.StartPlugin() != types.OnPluginStartStatusOK {
+		fail(fmt.Errorf("the plug-in did not start: %q", e.host.GetCriticalLogs()))
+	}
+}
+
+// sourceAddress is the property Envoy serves the client's address as.
+var sourceAddress = []string{"source", "address"}
+
+// serveClient takes the request's client address out of its headers (the
+// first ":source.address" pair, in any case) and serves it as source.address.
+// The emulator cannot remove a property, so a request without one after a
+// request with one gets a fresh emulator; nor can it serve an empty one
+// (Envoy's never is): that is an error.
+func (e *emulator) serveClient(req *request) error {
+	var client []byte
+	found := false
+	headers := req.Headers[:0:0]
+	for _, kv := range req.Headers {
+		if !isClientAddress(kv[0]) {
+			headers = append(headers, kv)
+		} else if !found {
+			client, found = kv[1], true
+		}
+	}
+	req.Headers = headers
+	switch {
+	case found && len(client) == 0:
+		return fmt.Errorf("an empty client address (:source.address) cannot be served")
+	case found:
+		e.client = true
+		return e.host.SetProperty(sourceAddress, client)
+	case e.client:
+		e.start()
+	}
+	return nil
+}
+
+// isClientAddress reports whether a pair's name is ":source.address" in any
+// ASCII case (as the evaluator folds names).
+func isClientAddress(name []byte) bool {
+	const want = ":source.address"
+	if len(name) != len(want) {
+		return false
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // counters are the named counters' values (a counter not defined is left out).
