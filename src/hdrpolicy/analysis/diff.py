@@ -507,15 +507,7 @@ def render_text(result: DiffResult, old_name: str, new_name: str) -> str:
     out = []
     if result.equivalent:
         out.append(f"{old_name} and {new_name} are equivalent {ONE_EACH}")
-    if result.changes:
-        out.append(
-            f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name} "
-            f"({ONE_EACH}):"
-        )
-    for c in result.changes:
-        mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
-        out.append(f"- {c.kind}: {c.describe()}{mark}")
-        out.append(f"  witness: {render_request(c.witness)}")
+    # A list edit's own answer first: what each value added or removed changes.
     if result.values:
         out.append(f"{_count_values(result.values)}, value by value:")
     for v in result.values:
@@ -525,6 +517,15 @@ def render_text(result: DiffResult, old_name: str, new_name: str) -> str:
             mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
             out.append(f"- {v.headline(c.kind)}: {c.describe()}{mark}")
             out.append(f"  witness: {render_request(c.witness)}")
+    if result.changes:
+        out.append(
+            f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name} "
+            f"({ONE_EACH}):"
+        )
+    for c in result.changes:
+        mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
+        out.append(f"- {c.kind}: {c.describe()}{mark}")
+        out.append(f"  witness: {render_request(c.witness)}")
     if result.incomplete is not None:
         found = "there may be more" if result.changes else "none was found before it stopped"
         out.append(f"diff incomplete: {result.incomplete}; {found}")
