@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -135,6 +137,25 @@ def _written(path: Path, text: str) -> bool:
         _err(f"error: cannot write `{path}`: {exc.strerror or exc}")
         return False
     return True
+
+
+def _writable(path: Path) -> None:
+    """Refuse, before any work, a report path that could not be written afterwards."""
+    directory = path.parent
+    problem = None
+    if path.is_dir():
+        problem = errno.EISDIR
+    elif not directory.exists():
+        problem = errno.ENOENT
+    elif not directory.is_dir():
+        problem = errno.ENOTDIR
+    elif not os.access(directory, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        problem = errno.EACCES
+    if problem is not None:
+        _err(f"error: cannot write `{path}`: {os.strerror(problem)}")
+        raise typer.Exit(FAILED)
 
 
 def _progress(message: str) -> None:
@@ -860,6 +881,8 @@ def test_command(
     if tests is not None and len(policies) != 1:
         raise HdrpolicyError("--tests goes with exactly one policy")
     options = _rollout_options(mode is Mode.DRY_RUN, shadow, True, True, None, False)
+    if junit_xml is not None:
+        _writable(junit_xml)
     shadow_checked = None
     if shadow is not None:
         shadow_checked = _read_pair(shadow, None)[0]
