@@ -88,7 +88,7 @@ def test_test_proxy_envoy_passes_on_the_examples(tmp_path: Path) -> None:
     gateway = [line for line in lines if line.startswith(f"PASS  {GATEWAY}: ")]
     cases = policytests.load(policytests.tests_path_for(GATEWAY)).cases
     assert len(gateway) == len(cases) >= 20
-    assert {case.request().client for case in cases} >= {"127.0.0.1", "127.0.0.2"}
+    assert {case.client for case in cases} >= {"127.0.0.1", "127.0.0.2"}
 
 
 def test_test_proxy_envoy_reports_what_envoy_did(tmp_path: Path) -> None:
