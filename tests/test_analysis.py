@@ -366,7 +366,7 @@ def test_verdicts_say_which_requests_they_hold_for() -> None:
     assert evaluate(policy, repeated).status == 403
     assert evaluate(without, repeated).status == 401
     [shadowed] = [d for d in found if d.code == "HP401"]
-    assert "repeated headers included" in shadowed.notes[-1]
+    assert "repeated headers and lists in values included" in shadowed.notes[-1]
 
 
 def _same_response(a: Decision, b: Decision) -> bool:
