@@ -230,7 +230,7 @@ def _conditions(policy: ir.Policy) -> dict[Span, ir.Condition]:
     return out
 
 
-def _listy(cond: ir.Condition, draw: st.DrawFn) -> ir.Condition:
+def _listy(cond: ir.Condition, data: st.DataObject) -> ir.Condition:
     """The condition with some literals made list-shaped (`v, w`, `v,w`, `v; w`, `"v"`),
     so verdicts about values only several readings have are put to the test."""
     match cond:
@@ -240,15 +240,15 @@ def _listy(cond: ir.Condition, draw: st.DrawFn) -> ir.Condition:
                 return cond
             values = []
             for lit in cond.values:
-                shape = draw(
+                shape = data.draw(
                     st.sampled_from(["{v}", "{v}", "{v}, {v}a", "{v},b", "{v}; c", '"{v}"'])
                 )
                 values.append(lit.model_copy(update={"value": shape.format(v=lit.value)}))
             return cond.model_copy(update={"values": values})
         case ir.Not():
-            return cond.model_copy(update={"operand": _listy(cond.operand, draw)})
+            return cond.model_copy(update={"operand": _listy(cond.operand, data)})
         case ir.And() | ir.Or():
-            operands = [_listy(op, draw) for op in cond.operands]
+            operands = [_listy(op, data) for op in cond.operands]
             return cond.model_copy(update={"operands": operands})
         case _:
             assert_never(cond)
@@ -273,9 +273,7 @@ def test_every_never_and_always_verdict_survives_random_requests(
     HP402: no reading gives the condition its other value.  Some literals are made
     list-shaped first (`_listy`), where a one-reading analysis would claim falsely."""
     rules = [
-        r
-        if r.condition is None
-        else r.model_copy(update={"condition": _listy(r.condition, data.draw)})
+        r if r.condition is None else r.model_copy(update={"condition": _listy(r.condition, data)})
         for r in generated.rules
     ]
     checked = check_source(
