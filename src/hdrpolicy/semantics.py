@@ -401,6 +401,9 @@ class SubjectMeaning:
     joiner: str | None = ", "
     # The operators it takes (None: all).
     operators: frozenset[ir.Op] | None = None
+    # The values its readings can have, given how several values are joined (None:
+    # `domain`'s, without a list delimiter); see `reading_domain`.
+    readings: Callable[[Algebra, str | None], list[Re]] | None = None
 
     @property
     def pseudo(self) -> bool:
@@ -569,13 +572,35 @@ def _is_port(text: str) -> bool:
     return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535
 
 
+def _allowed(alg: Algebra) -> Re:
+    """Free of the characters Envoy refuses."""
+    bad = alg.union(*[alg.chars([r]) for r in _FORBIDDEN])
+    return alg.star(alg.inter(alg.any_char, alg.compl(bad)))
+
+
+def _trimmed(alg: Algebra) -> Re:
+    """No space or tab at either end."""
+    edge = alg.inter(alg.any_char, alg.compl(alg.union(alg.literal(" "), alg.literal("\t"))))
+    return alg.union(alg.eps, edge, alg.cat(edge, alg.full, edge))
+
+
 def _value_domain(alg: Algebra) -> list[Re]:
     """Every value: trimmed, and free of the characters Envoy refuses."""
-    bad = alg.union(*[alg.chars([r]) for r in _FORBIDDEN])
-    allowed = alg.star(alg.inter(alg.any_char, alg.compl(bad)))
-    edge = alg.inter(alg.any_char, alg.compl(alg.union(alg.literal(" "), alg.literal("\t"))))
-    trimmed = alg.union(alg.eps, edge, alg.cat(edge, alg.full, edge))
-    return [alg.inter(allowed, trimmed)]
+    return [alg.inter(_allowed(alg), _trimmed(alg))]
+
+
+def _header_readings(alg: Algebra, glue: str | None) -> list[Re]:
+    """A header's readings: its trimmed values, and values joined with `glue`, which end
+    with it once per empty value sent last (`a` then `` → `a, `)."""
+    if glue is None:
+        return _value_domain(alg)
+    return [_allowed(alg), alg.cat(_trimmed(alg), alg.star(alg.literal(glue)))]
+
+
+def _cookie_readings(alg: Algebra, glue: str | None) -> list[Re]:
+    """A cookie's readings: any text without `;`, since a value in double quotes is also
+    read without them (`sid=" a"` gives ` a`)."""
+    return [_allowed(alg), alg.star(alg.inter(alg.any_char, alg.compl(alg.literal(";"))))]
 
 
 def _method_domain(alg: Algebra) -> list[Re]:
@@ -699,7 +724,9 @@ def _nothing_never(literal: str, meaning: OperatorMeaning, ignore_case: bool) ->
 def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
     match kind:
         case ir.SubjectKind.HEADER:
-            return SubjectMeaning(kind, "header", None, (), _trim, _value_domain, _spaces)
+            return SubjectMeaning(
+                kind, "header", None, (), _trim, _value_domain, _spaces, readings=_header_readings
+            )
         case ir.SubjectKind.PATH:
             return SubjectMeaning(
                 kind,
@@ -766,6 +793,7 @@ def _subject(kind: ir.SubjectKind) -> SubjectMeaning:
                 _cookie_domain,
                 _cookie_never,
                 extract=cookie_values,
+                readings=_cookie_readings,
                 joiner=None,
             )
         case ir.SubjectKind.CLIENT:
@@ -828,6 +856,20 @@ def domain(alg: Algebra, kind: ir.SubjectKind, delimiter: str | None) -> Re:
     if delimiter is not None:
         parts.insert(1, alg.star(alg.inter(alg.any_char, alg.compl(alg.literal(delimiter)))))
     return alg.inter(*parts)
+
+
+def reading_domain(alg: Algebra, target: ir.Subject) -> Re:
+    """Every value one reading of the subject can have (`evaluate.subject_readings`):
+    `domain`'s, and also a value read whole though it holds its list delimiter, several
+    values joined, and a cookie's value without its double quotes.
+
+    Each reading gives each subject one of these values, so what no combination of
+    them makes true no request makes true, whatever its readings.
+    """
+    meaning = subject(target.kind)
+    if meaning.readings is None:
+        return alg.inter(*meaning.domain(alg))
+    return alg.inter(*meaning.readings(alg, joiner(target)))
 
 
 def pseudo_subjects() -> dict[str, str]:

@@ -9,6 +9,12 @@ atoms are found once per subject, exactly, by walking the derivatives of all
 of them at once, with one concrete value for each vector.  Rule reasoning is
 then propositional (`reasoner`).
 
+Each subject is explored twice when its readings can have values the plug-in
+never sees whole in a request with one reading (a list value read whole, a
+quoted cookie's value without its quotes; `semantics.reading_domain`): the
+*one-reading* vectors give readable witnesses, the *reading* vectors decide
+the claims that hold for every request.  Otherwise both are the same.
+
 Two things make a subject's set of vectors *incomplete* (an
 over-approximation: any vector is allowed and checked lazily): a regex
 outside the translated subset (an opaque atom, decided on concrete values by
@@ -80,9 +86,11 @@ def always_present(subject: ir.Subject) -> bool:
 class SubjectSpace:
     """One subject's atoms, their languages and the feasible vectors found for them.
 
-    `vectors` maps a vector over the *translated* atoms to values giving it;
-    opaque atoms are left out of it (RE2 answers them for each value).
-    `complete`: no other vector of the translated atoms is possible.
+    `vectors` maps a vector over the *translated* atoms to values giving it,
+    in a request with one reading; `wide` the same for any reading (the same
+    dict when the two domains are one); opaque atoms are left out of both
+    (RE2 answers them for each value).
+    `complete`: no other vector of the translated atoms is possible (in either).
     `untranslated[k]` names the regex construct that made atom k opaque.
     """
 
@@ -91,6 +99,7 @@ class SubjectSpace:
     languages: list[Re | None] = field(default_factory=list)
     untranslated: list[str | None] = field(default_factory=list)
     vectors: dict[Vector, list[str]] = field(default_factory=dict)
+    wide: dict[Vector, list[str]] = field(default_factory=dict)
     complete: bool = False
     translated: list[int] = field(default_factory=list)
     opaque: list[int] = field(default_factory=list)
@@ -129,7 +138,7 @@ class Spaces:
         self.budget = budget
         self.subjects: dict[str, SubjectSpace] = {}
         self.index: dict[tuple[str, Atom], int] = {}
-        self._domains: dict[str, Re] = {}
+        self._domains: dict[tuple[str, bool], Re] = {}
         for policy in policies:
             for rule in policy.rules:
                 if rule.condition is not None:
@@ -160,13 +169,22 @@ class Spaces:
         except Unsupported as exc:
             return None, str(exc)
 
-    def domain(self, subject: ir.Subject) -> Re:
-        """The values the plug-in can see of this subject (`semantics.domain`)."""
+    def domain(self, subject: ir.Subject, wide: bool = False) -> Re:
+        """The values the plug-in can see of this subject in a request with one reading
+        (`semantics.domain`), or, `wide`, in any reading (`semantics.reading_domain`)."""
         delimiter = list_delimiter(subject)
-        key = subject.key if delimiter else subject.kind.value
+        key = (subject.key if delimiter or wide else subject.kind.value, wide)
         if key not in self._domains:
-            self._domains[key] = semantics.domain(self.alg, subject.kind, delimiter)
+            if wide:
+                found = semantics.reading_domain(self.alg, subject)
+            else:
+                found = semantics.domain(self.alg, subject.kind, delimiter)
+            self._domains[key] = found
         return self._domains[key]
+
+    def has_lists(self, subject: ir.Subject) -> bool:
+        """Whether a reading can have values a one-reading request cannot."""
+        return self.domain(subject, wide=True) is not self.domain(subject)
 
     # -- exploration ----------------------------------------------------------------
 
@@ -183,15 +201,21 @@ class Spaces:
             lang = space.languages[k]
             assert lang is not None
             live.append((n, lang))
-        dom = self.domain(space.subject)
-        space.complete = self._search(dom, tuple(live), space, MAX_VECTORS)
+        space.complete = self._search(self.domain(space.subject), tuple(live), space, MAX_VECTORS)
+        if self.has_lists(space.subject):
+            dom = self.domain(space.subject, wide=True)
+            space.wide = {}
+            space.complete &= self._search(dom, tuple(live), space, MAX_VECTORS, wide=True)
+        else:
+            space.wide = space.vectors
         for k in space.opaque:
             # Values an opaque pattern is likely to match, so "sat" can often be shown.
             pattern = space.atoms[k].literal
             plain = re.sub(r"\\.", "", pattern)  # escapes such as \b dropped
             for value in sorted({pattern, plain, *re.findall(r"[A-Za-z0-9/._-]+", plain)}):
-                if self.alg.accepts(dom, value):
-                    self._record(space, value, self._translated_vector(space, value))
+                for wide in (False, True) if space.wide is not space.vectors else (False,):
+                    if self.alg.accepts(self.domain(space.subject, wide), value):
+                        self._record(space, value, self._translated_vector(space, value), wide)
 
     def _translated_vector(self, space: SubjectSpace, value: str) -> Vector:
         alg = self.alg
@@ -209,13 +233,16 @@ class Spaces:
         space: SubjectSpace,
         max_vectors: int,
         target: tuple[Vector, Vector] | None = None,
+        wide: bool = False,
     ) -> bool:
         """Breadth-first over derivatives, recording each accepted value; False past a cap.
 
         With `target` (a translated vector that every value of `dom` gives,
         and the vector of all atoms wanted), stop at the first value giving it.
+        `wide`: the values are recorded as readings' (`SubjectSpace.wide`).
         """
         alg = self.alg
+        found = space.wide if wide else space.vectors
         width = len(space.translated)
         classes = alg.classes([dom, *(lang for _, lang in live)])
         start = (dom, live)
@@ -228,12 +255,12 @@ class Spaces:
                     vector = [False] * width
                     for n, lang in atoms:
                         vector[n] = lang.nullable
-                    self._record(space, text, tuple(vector))
+                    self._record(space, text, tuple(vector), wide)
                 else:
-                    self._record(space, text, target[0])
+                    self._record(space, text, target[0], wide)
                     if space.remember(text, target[0]) == target[1]:
                         return True
-                if len(space.vectors) > max_vectors:
+                if len(found) > max_vectors:
                     return False
             if len(seen) > MAX_STATES:
                 return False
@@ -253,9 +280,10 @@ class Spaces:
                 queue.append((nxt, key[1], text + chr(code)))
         return True
 
-    def _record(self, space: SubjectSpace, value: str, key: Vector) -> None:
-        """Keep a value for its translated vector (the opaque atoms are asked of RE2)."""
-        kept = space.vectors.setdefault(key, [])
+    def _record(self, space: SubjectSpace, value: str, key: Vector, wide: bool = False) -> None:
+        """Keep a value for its translated vector (the opaque atoms are asked of RE2);
+        `wide`: a reading's value (`SubjectSpace.wide`)."""
+        kept = (space.wide if wide else space.vectors).setdefault(key, [])
         if len(kept) < _WITNESSES:
             kept.append(value)
             space.remember(value, key)
@@ -265,36 +293,38 @@ class Spaces:
             if all(space.vector(v) != full for v in kept):
                 kept.append(value)
 
-    def realize(self, subject: ir.Subject, vector: Vector) -> str | bool:
+    def realize(self, subject: ir.Subject, vector: Vector, wide: bool = False) -> str | bool:
         """A value giving exactly this vector of all atoms; False if none exists; True: unknown.
 
-        Known values are tried first; for an incomplete subject, the language
-        of the vector is searched directly.
+        In a request with one reading, or, `wide`, in any reading.  Known
+        values are tried first; for an incomplete subject, the language of
+        the vector is searched directly.
         """
         space = self.subjects[subject.key]
+        vectors = space.wide if wide else space.vectors
         translated = space.translated
         key = tuple(vector[k] for k in translated)
-        known = space.vectors.get(key, [])
+        known = vectors.get(key, [])
         if subject.kind is ir.SubjectKind.CLIENT:
             # "" stands for a client that is not an IP address: show an address if one does.
             known = sorted(known, key=lambda value: value == "")
         for value in known:
             if space.vector(value) == vector:
                 return value
-        if key not in space.vectors and space.complete:
+        if key not in vectors and space.complete:
             return False
         if space.opaque or not space.complete:
             alg = self.alg
-            parts = [self.domain(subject)]
+            parts = [self.domain(subject, wide)]
             for k in translated:
                 lang = space.languages[k]
                 assert lang is not None
                 parts.append(lang if vector[k] else alg.compl(lang))
-            exhausted = self._search(alg.inter(*parts), (), space, 1 << 30, (key, vector))
-            for value in space.vectors.get(key, []):
+            exhausted = self._search(alg.inter(*parts), (), space, 1 << 30, (key, vector), wide)
+            for value in vectors.get(key, []):
                 if space.vector(value) == vector:
                     return value
-            if exhausted and key not in space.vectors:
+            if exhausted and key not in vectors:
                 return False
         # Known vector, but no known value agrees with its opaque atoms: unsettled.
-        return key in space.vectors or not space.complete
+        return key in vectors or not space.complete

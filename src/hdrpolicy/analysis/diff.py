@@ -3,11 +3,16 @@
 Both policies' decisions are encoded over one request (`reasoner`); z3 then lists
 every distinct pair (rule that decided before, rule that decides now) whose
 responses differ, one witness request each, blocking each pair once found.
-"No pair" is exact: the policies are equivalent for requests that send each
-header once (with a header repeated, the earliest rule that denies any reading
-decides, so reordering rules can matter there).  Every witness is re-run
-through `evaluate` on both policies; one the evaluator does not confirm is
-kept as unconfirmed, never as a change.
+"No pair" is exact: the policies are equivalent for requests with one reading
+(each header sent once, no value read as a list; with several readings, the
+earliest rule that denies any reading decides, so reordering rules can matter
+there).  Then the same question is asked over every reading of any request
+(`Reasoner.check(wide=True)`): a pair found there is reported only if the
+evaluator shows a request (with several readings) that the two policies
+decide differently, so a change that only a list value makes (`header
+user-agent == "a, b"` removed) is listed, never hidden behind "equivalent".
+Every witness is re-run through `evaluate` on both policies; one the
+evaluator does not confirm is kept as unconfirmed, never as a change.
 
 A named list whose values differ (a list file edited in its own review) is
 also reported value by value: for each value added or removed, a request in
@@ -48,7 +53,8 @@ MAX_CHANGES = 50
 MAX_VALUES = 1000
 # The order changes are listed in: what a security reviewer looks for first.
 KINDS = ("now allowed", "now denied", "response changed")
-ONE_EACH = "for requests that send each header once"
+ONE_EACH = "for requests with one reading"
+ONE_READING = "each header sent once, no value read as a list"
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class Change:
     new: Outcome
     witness: Headers
     confirmed: bool
+    # The witness's readings: more than one only for a change found beyond ONE_EACH.
+    readings: int = 1
 
     def sides(self) -> tuple[str, str]:
         """Before and after; two denies alike but for headers name the headers that differ."""
@@ -123,6 +131,7 @@ class Change:
             "new": {**self.new.__dict__, "headers": [list(h) for h in self.new.headers]},
             "witness": [[k.decode(), v.decode()] for k, v in self.witness],
             "confirmed": self.confirmed,
+            "readings": self.readings,
         }
 
 
@@ -249,19 +258,26 @@ def _find_changes(
     # Each class found is blocked for the next questions of this loop only, so the
     # values of named lists can be asked about every request afterwards.
     found: list[z3.BoolRef] = []
-    for _ in range(MAX_CHANGES):
-        answer = r.check(differ, *found)
-        if answer.verdict == "unsat":
-            return kinds
-        if answer.verdict != "sat":
-            result.incomplete = UNSETTLED
-            return kinds
-        assert answer.model is not None and answer.request is not None
-        oi = answer.model.eval(old_idx, model_completion=True).as_long()
-        ni = answer.model.eval(new_idx, model_completion=True).as_long()
-        result.changes.append(_change(old, new, answer.request, oi, ni, r.budget))
-        found.append(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
-    result.incomplete = f"the list stops at {MAX_CHANGES} changes"
+    # First requests with one reading, then any reading (see the module docstring).
+    for wide in (False, True):
+        while True:
+            if len(result.changes) >= MAX_CHANGES:
+                result.incomplete = f"the list stops at {MAX_CHANGES} changes"
+                return kinds
+            answer = r.check(differ, *found, wide=wide)
+            if answer.verdict == "unsat":
+                break
+            if answer.verdict != "sat":
+                result.incomplete = UNSETTLED
+                return kinds
+            assert answer.model is not None and answer.request is not None
+            oi = answer.model.eval(old_idx, model_completion=True).as_long()
+            ni = answer.model.eval(new_idx, model_completion=True).as_long()
+            found.append(z3.Not(z3.And(old_idx == oi, new_idx == ni)))
+            if not wide:
+                result.changes.append(_change(old, new, answer.request, oi, ni, r.budget))
+            elif (change := _reading_change(old, new, answer.request, r.budget)) is not None:
+                result.changes.append(change)
     return kinds
 
 
@@ -302,7 +318,38 @@ def _change(
     if confirmed:
         request = simplify(request, shows)
     before, after = evaluate(old, request), evaluate(new, request)
-    return Change(_kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed)
+    readings = max(before.readings, after.readings)
+    return Change(
+        _kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed, readings
+    )
+
+
+def _reading_change(
+    old: ir.Policy, new: ir.Policy, request: Headers, budget: Budget
+) -> Change | None:
+    """The change a request with several readings shows, if the evaluator confirms one.
+
+    One reading of it is decided differently; the whole request may not be (the
+    earliest rule that denies any reading decides), and then nothing is claimed.
+    """
+
+    def outcomes(candidate: Headers) -> tuple[Decision, Decision]:
+        budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
+        return evaluate(old, candidate), evaluate(new, candidate)
+
+    before, after = outcomes(request)
+    if _outcome(before) == _outcome(after):
+        return None
+    shown = (Outcome.of(before), Outcome.of(after))
+
+    def shows(candidate: Headers) -> bool:
+        a, b = outcomes(candidate)
+        return (Outcome.of(a), Outcome.of(b)) == shown
+
+    request = simplify(request, shows)
+    before, after = evaluate(old, request), evaluate(new, request)
+    readings = max(before.readings, after.readings)
+    return Change(_kind(before, after), *shown, request, True, readings)
 
 
 def _kind(before: Decision, after: Decision) -> str:
@@ -398,12 +445,24 @@ def _value_change(
                 witness = _value_witness(old, new, r.budget, kind, subject, atom, answer.request)
                 found.append(witness)
                 break
+    if not found and not unsettled:
+        # None with one reading: a change only a list value makes, if the evaluator shows it.
+        for kind, formula in kinds.items():
+            for subject, atom in uses:
+                answer = r.check(r.atom(subject, atom), formula, wide=True)
+                if answer.verdict != "sat":
+                    continue
+                assert answer.request is not None
+                witness = _value_witness(old, new, r.budget, kind, subject, atom, answer.request)
+                if witness.confirmed:
+                    found.append(witness)
+                    break
     phrase = " or ".join(phrases)
     if found:
         return ValueChange(name, value, added, phrase, tuple(found))
     if unsettled:
         return ValueChange(name, value, added, phrase, note=UNSETTLED)
-    note = f"every request in which {phrase} is decided as before"
+    note = f"every request with one reading in which {phrase} is decided as before"
     return ValueChange(name, value, added, phrase, note=note)
 
 
@@ -435,7 +494,10 @@ def _value_witness(
     if confirmed:
         request = simplify(request, shows)
     before, after = evaluate(old, request), evaluate(new, request)
-    return Change(_kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed)
+    readings = max(before.readings, after.readings)
+    return Change(
+        _kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed, readings
+    )
 
 
 def _outcome(d: Decision) -> tuple[object, ...]:
@@ -515,21 +577,32 @@ def render_text(result: DiffResult, old_name: str, new_name: str) -> str:
             out.append(f"- {v.headline('no change')}: {v.note}")
         for c in v.changes:
             mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
+            mark += _several(c)
             out.append(f"- {v.headline(c.kind)}: {c.describe()}{mark}")
             out.append(f"  witness: {render_request(c.witness)}")
     if result.changes:
+        scope = ONE_EACH
+        if any(c.readings > 1 for c in result.changes):
+            scope = f"every one {ONE_EACH}; those marked, only with several readings"
         out.append(
-            f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name} "
-            f"({ONE_EACH}):"
+            f"{len(result.changes)} change(s) in behaviour from {old_name} to {new_name} ({scope}):"
         )
     for c in result.changes:
         mark = "" if c.confirmed else " (unconfirmed by the evaluator)"
+        mark += _several(c)
         out.append(f"- {c.kind}: {c.describe()}{mark}")
         out.append(f"  witness: {render_request(c.witness)}")
     if result.incomplete is not None:
         found = "there may be more" if result.changes else "none was found before it stopped"
         out.append(f"diff incomplete: {result.incomplete}; {found}")
     return "\n".join(out) + "\n"
+
+
+def _several(change: Change) -> str:
+    """What marks a change only a request with several readings shows."""
+    if change.readings == 1:
+        return ""
+    return f" (a request with {change.readings} readings)"
 
 
 def _count_values(values: list[ValueChange]) -> str:
@@ -557,8 +630,8 @@ def render_json(result: DiffResult, old_name: str, new_name: str) -> str:
 def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
     if result.equivalent:
         out = [
-            f"**`{old_name}` → `{new_name}`: equivalent**, no request that sends each header "
-            "once is decided differently."
+            f"**`{old_name}` → `{new_name}`: equivalent**, no request with one reading "
+            f"({ONE_READING}) is decided differently."
         ]
     else:
         out = [
@@ -572,7 +645,7 @@ def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
         ]
     for c in result.changes:
         witness = _cell(render_request(c.witness))
-        mark = "" if c.confirmed else " ⚠ unconfirmed"
+        mark = ("" if c.confirmed else " ⚠ unconfirmed") + _several(c)
         before, after = (_cell(side) for side in c.sides())
         out.append(f"| {c.kind}{mark} | {before} | {after} | `{witness}` |")
     if result.values:
@@ -588,7 +661,7 @@ def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
         if not v.changes:
             out.append(f"{head} no change: {_cell(v.note or '')} | | | |")
         for c in v.changes:
-            mark = "" if c.confirmed else " ⚠ unconfirmed"
+            mark = ("" if c.confirmed else " ⚠ unconfirmed") + _several(c)
             before, after = (_cell(side) for side in c.sides())
             witness = _cell(render_request(c.witness))
             what = f"{c.kind}{mark}: {_cell(v.phrase)}"
@@ -596,7 +669,7 @@ def render_markdown(result: DiffResult, old_name: str, new_name: str) -> str:
     if result.incomplete is not None:
         out += ["", f"**Incomplete:** {result.incomplete}; there may be more changes."]
     elif not result.equivalent or result.values:
-        out += ["", f"_Decided {ONE_EACH}._"]
+        out += ["", f"_Decided {ONE_EACH} ({ONE_READING})._"]
     return "\n".join(out) + "\n"
 
 

@@ -5,6 +5,16 @@ note).  A verdict that "no request can …" is an unsat answer and is exact
 (see `smt` for the request model); a verdict that shows a request is
 re-checked by running that witness through the reference evaluator.
 
+HP401 and HP402 say what no request does, so they are decided over every
+reading of every request (`Reasoner.check(wide=True)`: a list value read
+whole, a cookie's value without its quotes, values joined), never over
+one-reading requests only; witnesses are looked for among one-reading
+requests first, which a reader follows.  HP403 compares whole decisions,
+which readings combine, so it claims redundancy for requests with one
+reading only, and says so; it is still decided reading by reading, so a
+rule that matters only to a list value is never called redundant.  HP404
+shows one-reading witnesses and says so.
+
 The work is bounded by a `Budget` of counted steps, so the findings depend on
 the policy alone.  Rules are analysed in order and each rule's findings are
 kept only once all of them are made: if the budget runs out, the findings
@@ -40,11 +50,17 @@ MAX_WITNESSES = 3
 
 # What each kind of verdict covers (see "Repeated headers" in the README).
 # A rule that never decides, or a condition that is constant, is so for every
-# reading, and a request's decision is one of its readings' decisions; so the
-# verdict holds for repeated headers too.  Redundancy and overriding compare
-# whole decisions, which readings can combine differently.
-ALL_REQUESTS = "this holds for every request, repeated headers included"
-ONE_EACH = "for requests that send each header once"
+# reading (decided over every value a reading can have), and a request's
+# decision is one of its readings' decisions; so the verdict holds for repeated
+# headers and list values too.  Redundancy and overriding compare whole
+# decisions, which readings can combine differently.
+ALL_REQUESTS = "this holds for every request, repeated headers and lists in values included"
+ONE_EACH = "for requests with one reading"
+# What a request with one reading is, said once per finding that is limited to it.
+ONE_READING = (
+    "which send each header once and no value read as a list (a `,` in a header Envoy "
+    "joins or in `host`, a `;` in `header cookie`, a cookie value in double quotes)"
+)
 STOPPED = "analysis stopped"
 
 
@@ -75,16 +91,21 @@ class _Analysis:
         self.decides = [r.define(f"d{i}", z3.And(f, self.nb[i])) for i, f in enumerate(self.fires)]
 
     def query(
-        self, *formulas: z3.BoolRef, witness: bool = True, about: ir.Condition | None = None
+        self,
+        *formulas: z3.BoolRef,
+        witness: bool = True,
+        about: ir.Condition | None = None,
+        wide: bool = False,
     ) -> Answer:
         """One question to the reasoner; a sat answer carries a request only with `witness`.
 
-        `about`: the formulas only speak of this condition's subjects.
+        `about`: the formulas only speak of this condition's subjects.  `wide`:
+        over every reading of every request, not only requests with one reading.
         """
         subjects = None
         if about is not None:
             subjects = {cmp.subject.key for cmp in ir.comparisons(about)}
-        return self.r.check(*formulas, witness=witness, subjects=subjects)
+        return self.r.check(*formulas, witness=witness, subjects=subjects, wide=wide)
 
     def upto(self, j: int, rule: ir.Rule) -> ir.Policy:
         """Rules 0..j and then `rule`: the same first rule to fire up to j, cheaper to run.
@@ -212,7 +233,7 @@ class _Analysis:
             if known is not None:
                 if (value == "false") in known:  # it can take the other value
                     continue
-            elif self.query(test, witness=False, about=cond).verdict != "unsat":
+            elif self.query(test, witness=False, about=cond, wide=True).verdict != "unsat":
                 continue
             out.append(
                 Diagnostic(
@@ -244,15 +265,17 @@ class _Analysis:
     def shadowed(self, i: int, rule: ir.Rule, out: list[Diagnostic]) -> bool:
         """HP401: rule i never decides; name every earlier rule that decides in its place."""
         fires_i = self.fires[i]
-        if self.query(fires_i, self.nb[i], witness=False).verdict != "unsat":
+        if self.query(fires_i, self.nb[i], witness=False, wide=True).verdict != "unsat":
             return False
-        # Every request it fires on is decided by an earlier rule: those are the
-        # ones to name (each decides some such request, so none is superfluous).
+        # Every reading it fires on is decided by an earlier rule: those are the
+        # ones to name (each decides some such reading, so none is superfluous).
         deciders = [
             j
             for j in range(i)
-            if self.query(self.decides[j], fires_i, witness=False).verdict == "sat"
+            if self.query(self.decides[j], fires_i, witness=False, wide=True).verdict == "sat"
         ]
+        if not deciders:  # it never fires: HP402 said so, unless a query was unsettled
+            return False
         # The fewest of them that fire on every request it fires on: often one
         # rule covers it though others before may decide some of those requests.
         cover = list(deciders)
@@ -261,7 +284,7 @@ class _Analysis:
             if (
                 rest
                 and self.query(
-                    fires_i, z3.Not(z3.Or(*[self.fires[k] for k in rest])), witness=False
+                    fires_i, z3.Not(z3.Or(*[self.fires[k] for k in rest])), witness=False, wide=True
                 ).verdict
                 == "unsat"
             ):
@@ -270,6 +293,8 @@ class _Analysis:
         # The witness is decided by the nearest of the covering rules.
         for j in cover[-1:]:
             answer = self.query(self.decides[j], fires_i)
+            if answer.request is None:  # only a request with several readings shows it
+                answer = self.query(self.decides[j], fires_i, wide=True)
             if answer.request is None:
                 break
             decider = self.policy.rules[j]
@@ -331,9 +356,13 @@ class _Analysis:
         if same_after is None:
             return []  # no later rule answers the same: every request it decides would change
         decides = self.decides[i]
-        if self.query(decides, z3.Not(same_after), witness=False).verdict != "unsat":
+        # Over every reading: a rule that decides only readings a one-reading request
+        # cannot have (`header x == "a, b"`) is not called redundant for lacking those.
+        if self.query(decides, z3.Not(same_after), witness=False, wide=True).verdict != "unsat":
             return []
         witness = self.query(decides)
+        if witness.request is None:
+            witness = self.query(decides, wide=True)
         notes = []
         if witness.request is not None:
 
@@ -348,8 +377,9 @@ class _Analysis:
                     f"without it, {_by(without, self.evaluate(without, request))} decides the same"
                 )
         notes.append(
-            f"decided {ONE_EACH}: with a header repeated, the earliest rule that denies any "
-            "reading decides, so removing this rule can change which rule that is"
+            f"decided {ONE_EACH}, {ONE_READING}; with several readings, the earliest rule "
+            "that denies any reading decides, so removing this rule can change which rule "
+            "that is"
         )
         return [
             Diagnostic(
@@ -403,8 +433,8 @@ class _Analysis:
         listed = _listed(lines) + (" and more" if more else "")
         which = "rule at line" if len(lines) == 1 and not more else "rules at lines"
         notes.append(
-            f"decided {ONE_EACH}: with a header repeated, a reading this `allow` does not "
-            "take can still be denied"
+            f"decided {ONE_EACH}, {ONE_READING}; with several readings, a reading this "
+            "`allow` does not take can still be denied"
         )
         return [
             Diagnostic(

@@ -15,7 +15,12 @@ model whose vector no value is known to give is realised on demand, blocked
 for good if it is impossible, and the answer is "unknown" if it cannot be
 settled.
 
-Scope: requests that send each header at most once (one reading), as UTF-8.
+Scope: by default, requests with one reading (each header sent at most once,
+no value read as a list), as UTF-8, so a witness is decided by its one
+reading; with `wide`, any reading of any request (`semantics.reading_domain`),
+which is what a claim about every request must be decided over.  One flag,
+`narrow`, assumed by every one-reading query, rules out the values only
+readings have.
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ class Reasoner:
         self._compare_cache: dict[tuple[object, ...], frozenset[bool]] = {}
         self._queries = 0
         self._guard: z3.BoolRef | None = None
+        # Assumed by one-reading queries: no subject has a value only readings have.
+        self.narrow = z3.Bool("narrow", self.ctx)
         for n, (key, space) in enumerate(self.spaces.subjects.items()):
             present = self.present[key] = z3.Bool(f"p{n}", self.ctx)
             atoms = self.atoms[key] = [
@@ -123,24 +130,40 @@ class Reasoner:
         translated = space.translated
         if space.complete and translated:
             picked = [atoms[k] for k in translated]
-            facts.extend(self._one_of(f"s{n}", list(space.vectors), picked, present))
+            vectors = list(space.wide)
+            facts.extend(self._one_of(f"s{n}", vectors, picked, present, set(space.vectors)))
         if space.complete and not space.opaque:
             return
         known = self.known[space.subject.key] = z3.Bool(f"known{n}", self.ctx)
         full: dict[Vector, None] = {}
-        for values in space.vectors.values():
-            for value in values:
-                full[space.vector(value)] = None
-        for fact in self._one_of(f"k{n}", list(full), atoms, present):
+        narrow: set[Vector] = set()
+        for found in (space.vectors, space.wide):
+            for values in found.values():
+                for value in values:
+                    full[space.vector(value)] = None
+                    if found is space.vectors:
+                        narrow.add(space.vector(value))
+        for fact in self._one_of(f"k{n}", list(full), atoms, present, narrow):
             facts.append(z3.Implies(known, fact))
 
     def _one_of(
-        self, prefix: str, vectors: list[Vector], atoms: list[z3.BoolRef], present: z3.BoolRef
+        self,
+        prefix: str,
+        vectors: list[Vector],
+        atoms: list[z3.BoolRef],
+        present: z3.BoolRef,
+        narrow: set[Vector],
     ) -> list[z3.BoolRef]:
+        """Exactly one of `vectors` (or absent); those not in `narrow` only in a reading
+        a one-reading request cannot have."""
         absent = z3.Not(present)
         select = [z3.Bool(f"{prefix}_{v}", self.ctx) for v in range(len(vectors))]
         self.budget.charge(NODE * (len(vectors) + 1))
         facts = [z3.PbEq([(s, 1) for s in select] + [(absent, 1)], 1)]
+        wide_only = [s for s, vector in zip(select, vectors, strict=True) if vector not in narrow]
+        if wide_only:
+            self.budget.charge(NODE * len(wide_only))
+            facts.append(z3.Implies(self.narrow, z3.Not(z3.Or(*wide_only))))
         for k, atom in enumerate(atoms):
             true = [select[v] for v, vector in enumerate(vectors) if vector[k]]
             false = [select[v] for v, vector in enumerate(vectors) if not vector[k]]
@@ -183,7 +206,8 @@ class Reasoner:
         return self.atoms[key][self.spaces.index[key, atom]]
 
     def compare_values(self, cmp: ir.Compare) -> frozenset[bool] | None:
-        """The values one comparison can take, read off its subject's vectors (no z3).
+        """The values one comparison can take in any reading, read off its subject's
+        vectors (no z3).
 
         None when the subject's vectors are not exact (opaque atoms, a cut
         exploration): then only the solver can say.
@@ -202,8 +226,8 @@ class Reasoner:
         else:
             index = self.spaces.index
             picked = [space.translated.index(index[key, atom]) for atom in atoms_of(cmp)]
-            self.budget.charge(len(space.vectors) * len(picked))
-            positive = {any(vector[n] for n in picked) for vector in space.vectors}
+            self.budget.charge(len(space.wide) * len(picked))
+            positive = {any(vector[n] for n in picked) for vector in space.wide}
             if not always_present(cmp.subject):
                 positive.add(False)  # the header may be missing
         if meaning.negation_of is not None:
@@ -232,9 +256,15 @@ class Reasoner:
     # -- queries ------------------------------------------------------------------
 
     def check(
-        self, *formulas: z3.BoolRef, witness: bool = True, subjects: Iterable[str] | None = None
+        self,
+        *formulas: z3.BoolRef,
+        witness: bool = True,
+        subjects: Iterable[str] | None = None,
+        wide: bool = False,
     ) -> Answer:
-        """Is there a request making every formula true?
+        """Is there a request with one reading making every formula true?  With `wide`:
+        is there a reading of any request that does (its witness has that reading)?  An
+        "unsat" with `wide` holds for every request.
 
         With `subjects` (the only subjects the formulas mention), the question
         goes to a solver holding just their constraints.  The formulas are
@@ -247,7 +277,7 @@ class Reasoner:
         solver.add(z3.Implies(guard, z3.And(*formulas)))
         self._guard = guard
         try:
-            return self._solve_all(solver, witness)
+            return self._solve_all(solver, witness, wide)
         finally:
             self._guard = None
             solver.add(z3.Not(guard))
@@ -265,19 +295,21 @@ class Reasoner:
         """Decide what is asserted now about whole requests (`add`); see `_solve_all`."""
         return self._solve_all(self.main, witness)
 
-    def _solve_all(self, solver: _Solver, witness: bool) -> Answer:
+    def _solve_all(self, solver: _Solver, witness: bool, wide: bool = False) -> Answer:
         """Decide what `solver` holds; with `witness`, a sat answer carries a request.
 
         Without it, only subjects whose encoding is inexact are realised (the
-        others' vectors are known to have values).
+        others' vectors are known to have values).  `wide`: over any reading.
         """
         guard = [] if self._guard is None else [self._guard]
+        if not wide:
+            guard.append(self.narrow)
         known = [v for k, v in self.known.items() if solver.keys is None or k in solver.keys]
         if known:
-            answer = self._solve(solver, [*guard, *known], witness)
+            answer = self._solve(solver, [*guard, *known], witness, wide)
             if answer.verdict == "sat":
                 return answer
-        return self._solve(solver, guard, witness)
+        return self._solve(solver, guard, witness, wide)
 
     def _learn(self, key: str, fact: z3.BoolRef) -> None:
         """A fact about one subject, for every solver from now on."""
@@ -287,7 +319,9 @@ class Reasoner:
             if key in keys:
                 solver.add(fact)
 
-    def _solve(self, solver: _Solver, assumptions: list[z3.BoolRef], witness: bool) -> Answer:
+    def _solve(
+        self, solver: _Solver, assumptions: list[z3.BoolRef], witness: bool, wide: bool
+    ) -> Answer:
         uncertain = False
         inexact = [k for k in self.known if solver.keys is None or k in solver.keys]
         for _ in range(_MAX_REALIZE):
@@ -311,14 +345,16 @@ class Reasoner:
                     continue
                 atoms = self.atoms[key]
                 vector = self._vector(model, key)
-                got = self.spaces.realize(space.subject, vector)
+                got = self.spaces.realize(space.subject, vector, wide)
                 if isinstance(got, str):
                     values.append((space.subject, got))
                     continue
                 if got is False:  # impossible for every request: block it for good
                     picked = [atoms[k] for k in space.translated]
                     vector = tuple(vector[k] for k in space.translated)
-                    self._learn(key, _not_vector(self.present[key], picked, vector))
+                    fact = _not_vector(self.present[key], picked, vector)
+                    # Impossible in one reading may still be possible in another.
+                    self._learn(key, fact if wide else z3.Implies(self.narrow, fact))
                 else:  # unsettled: not this vector, in this query
                     uncertain = True
                     fact = _not_vector(self.present[key], atoms, vector)

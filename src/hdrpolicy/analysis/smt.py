@@ -4,7 +4,8 @@
 the plug-in; `simplify` and `render_request` make it one a reviewer reads.
 (Which values the plug-in can see of each subject is `semantics.domain`.)
 
-Scope: requests that send each header at most once (one reading), as UTF-8.
+A value the analysis chose for any reading (`semantics.reading_domain`) is
+sent so that the request has it as one of its readings.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
     A query parameter goes into `:path`'s query string, form-encoded, after
     the path (or `/`); cookies into one `cookie` header (`a=v; b=w`); the
     client address into the pair the host passes it as.  Each reads back, by
-    `evaluate`, as exactly the value given.
+    `evaluate`, as exactly the value given; a value only a request with several
+    readings has (a list, a cookie's value not trimmed, values joined) as one of
+    its readings.
     """
     found: dict[ir.SubjectKind, str] = {}
     params: list[str] = []
@@ -49,11 +52,13 @@ def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
                 assert subject.name is not None
                 params.append(f"{quote_plus(subject.name)}={quote_plus(text)}")
             case ir.SubjectKind.COOKIE:
+                if text != text.strip(" \t"):
+                    text = f'"{text}"'  # read also without its quotes: as given
                 crumbs.append(f"{subject.name}={text}")
             case ir.SubjectKind.CLIENT:
                 client = text
             case ir.SubjectKind.HEADER:
-                extra.append((subject.host_name.encode(), text.encode()))
+                extra += _joined(subject, text)
             case _:
                 assert_never(subject.kind)
     headers: Headers = []
@@ -73,6 +78,17 @@ def build_request(values: list[tuple[ir.Subject, str | None]]) -> Headers:
     if crumbs:
         headers.append((_COOKIE, "; ".join(crumbs).encode()))
     return headers + extra
+
+
+def _joined(subject: ir.Subject, text: str) -> Headers:
+    """A header with this value: sent once, or, for a value ending with the joiner
+    (`a, `: values joined, the last empty), as its values (`a`, then ``)."""
+    name = subject.host_name.encode()
+    glue = semantics.joiner(subject)
+    empty = 0
+    while glue and text.endswith(glue):
+        text, empty = text[: -len(glue)], empty + 1
+    return [(name, text.encode())] + [(name, b"")] * empty
 
 
 def response_key(response: ir.Response | None) -> tuple[object, ...]:
