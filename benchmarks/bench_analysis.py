@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from hdrpolicy.analysis.budget import Budget
+from hdrpolicy.analysis.budget import UNITS_PER_STEP, Budget
 from hdrpolicy.analysis.findings import analyse
 from hdrpolicy.diagnostics import Source
 from hdrpolicy.frontend.pipeline import check_source
@@ -47,12 +47,13 @@ def main() -> None:
         start = time.monotonic()
         findings = analyse(checked.policy, checked.source, budget=budget)
         took = time.monotonic() - start
+        steps = budget.spent // UNITS_PER_STEP
         codes: dict[str, int] = {}
         for d in findings:
             codes[d.code] = codes.get(d.code, 0) + 1
         print(
-            f"{n} rules: analysed in {took:.2f} s, {budget.steps_spent} steps "
-            f"({took * 1000 / max(1, budget.steps_spent):.2f} ms/step), "
+            f"{n} rules: analysed in {took:.2f} s, {steps} steps "
+            f"({took * 1000 / max(1, steps):.2f} ms/step), "
             f"findings {dict(sorted(codes.items()))}"
         )
 

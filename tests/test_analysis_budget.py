@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -174,3 +175,16 @@ def test_a_diff_of_list_values_stops_at_the_same_value_every_time() -> None:
             assert first.values == full.values[: len(first.values)]
             stopped.append(steps)
     assert stopped, "no budget stops among the values"
+
+
+def test_the_analysis_benchmark_still_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark the README's figures come from runs (on a small size) and
+    counts steps in the budget's unit."""
+    monkeypatch.setattr(sys, "argv", ["bench_analysis.py", "5"])
+    _bench().main()
+    line = capsys.readouterr().out
+    found = re.match(r"5 rules: analysed in [0-9.]+ s, ([0-9]+) steps", line)
+    assert found is not None, line
+    assert 0 < int(found.group(1)) < 1000
