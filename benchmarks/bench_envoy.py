@@ -6,7 +6,9 @@ pinned to the other core, keep-alive connections, the upstream an Envoy
 connection manager, the filter under test and the router's local reply).
 Variants: no filter; Envoy's native RBAC filter expressing the tutorial policy;
 the tutorial's hand-written plug-in; the compiled tutorial policy; a compiled
-30-rule policy whose allowed and denied requests both go through all 30 rules.
+30-rule policy whose allowed and denied requests both go through all 30 rules;
+the tutorial policy plus a rule that reads a query parameter, a cookie and the
+client address (with `--query-cookie` the requests carry a query and cookies).
 Each variant is measured on the allow path (`allow: true`) and the deny path
 (no `allow`); repetitions are interleaved (every variant once per round). The
 table shows the median CPU per request with its min-max over rounds, and the
@@ -17,7 +19,7 @@ CPU µs/request = the Envoy process's utime+stime delta (/proc/PID/stat)
 divided by the requests wrk completed; RSS = VmRSS (/proc/PID/status) after
 the last round. Prints figures; asserts nothing (machines are noisy).  Run:
     python benchmarks/bench_envoy.py [--duration S] [--rounds N] [--connections C]
-        [--only NAME,...] [--wasm NAME=PATH ...]
+        [--only NAME,...] [--wasm NAME=PATH ...] [--query-cookie]
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ COMMON_HEADERS = [
     ("x-request-id", "2f1c1f1e-7c55-4a55-9b6b-1f1f2a3b4c5d"),
 ]
 PATH = "/api/v1/items"
+# With --query-cookie, every request also carries a query string and cookies, as a
+# browser's would: what the `query`/`cookie` variant parses on every request.
+QUERY = "?page=2&sort=name&tenant=acme"
+COOKIE = ("cookie", "session=3f1c9a7e; theme=dark; preview=0")
+# The tutorial's rule, then one that reads a query parameter, a cookie and the
+# client address and never fires on the benchmark's requests.
+REQUEST_SUBJECTS = (
+    'deny 403 "Forbidden by ASM Wasm Plugin" unless header allow == "true"\n'
+    'deny 403 "no" when query debug == "1" or cookie preview == "1" '
+    'or client not in ["127.0.0.0/8", "::1"]\n'
+)
 
 
 def thirty_rules() -> str:
@@ -371,6 +384,8 @@ def variants(tmp: Path, only: set[str] | None, extra: list[str]) -> list[Variant
     """The variants asked for, their plug-ins built (only those)."""
     policy30 = tmp / "thirty-rules.hp"
     policy30.write_text(thirty_rules())
+    subjects = tmp / "request-subjects.hp"
+    subjects.write_text(REQUEST_SUBJECTS)
     specs: list[tuple[str, bool, Callable[[], list[dict[str, object]]]]] = [
         ("no filter", False, list),
         ("RBAC", True, lambda: [_rbac()]),
@@ -380,6 +395,11 @@ def variants(tmp: Path, only: set[str] | None, extra: list[str]) -> list[Variant
             "hdrpolicy 30 rules",
             True,
             lambda: [_wasm("thirty", build_policy(policy30, tmp / "thirty"))],
+        ),
+        (
+            "hdrpolicy query+cookie+client",
+            True,
+            lambda: [_wasm("subjects", build_policy(subjects, tmp / "subjects"))],
         ),
     ]
     for n, spec in enumerate(extra):
@@ -410,7 +430,16 @@ def main() -> None:
     parser.add_argument(
         "--wasm", action="append", default=[], help="extra variant NAME=PATH (a plugin.wasm)"
     )
+    parser.add_argument(
+        "--query-cookie",
+        action="store_true",
+        help="every request also carries a query string and cookies",
+    )
     args = parser.parse_args()
+    if args.query_cookie:
+        global PATH
+        PATH += QUERY
+        COMMON_HEADERS.append(COOKIE)
     paths = [p == "allow" for p in args.paths.split(",")]
     envoy = _envoy_binary()
     if envoy is None or shutil.which("wrk") is None:
@@ -467,6 +496,7 @@ def report(variants: list[Variant], paths: list[bool], args: argparse.Namespace)
     by_name = {v.name: v for v in variants}
     base = by_name.get("no filter")
     hand = by_name.get("hand-written")
+    width = max(20, *(len(v.name) + 2 for v in variants))
     print(
         f"\nEnvoy 1.40 --concurrency 1 on core {ENVOY_CORE}, wrk -t1 -c{args.connections} "
         f"on core {WRK_CORE}, {args.rounds} interleaved rounds of {args.duration} s each"
@@ -475,7 +505,7 @@ def report(variants: list[Variant], paths: list[bool], args: argparse.Namespace)
         "CPU: median (min-max over rounds); ratios: median of per-round ratios (min-max)\n"
     )
     head = (
-        f"{'variant':<20}{'path':<7}{'CPU us/req':>11}{'':<15}{'vs none':>8}"
+        f"{'variant':<{width}}{'path':<7}{'CPU us/req':>11}{'':<15}{'vs none':>8}"
         f"{'vs hand':>9}{'':<14}{'req/s':>8}{'RSS MB':>8}"
     )
     print(head)
@@ -496,7 +526,8 @@ def report(variants: list[Variant], paths: list[bool], args: argparse.Namespace)
                 vs_hand = ""
             spread = f"({min(cpus):.1f}-{max(cpus):.1f})"
             print(
-                f"{v.name:<20}{'allow' if allow else 'deny':<7}{statistics.median(cpus):>11.1f}"
+                f"{v.name:<{width}}{'allow' if allow else 'deny':<7}"
+                f"{statistics.median(cpus):>11.1f}"
                 f"  {spread:<13}{vs_none} {vs_hand:<22}"
                 f"{_med(samples, 'rps'):>8.0f}{v.rss:>8.0f}"
             )
