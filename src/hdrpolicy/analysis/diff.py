@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import posixpath
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,14 +315,7 @@ def _change(
             != (after.allowed, after.status, after.body, after.headers)
         )
 
-    confirmed = shows(request)
-    if confirmed:
-        request = simplify(request, shows)
-    before, after = evaluate(old, request), evaluate(new, request)
-    readings = max(before.readings, after.readings)
-    return Change(
-        _kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed, readings
-    )
+    return _confirmed(old, new, request, shows)
 
 
 def _reading_change(
@@ -490,6 +484,18 @@ def _value_witness(
             and atom.holds(subject, reading.decode("utf-8", "replace"))
         )
 
+    return _confirmed(old, new, request, shows)
+
+
+def _outcome(d: Decision) -> tuple[object, ...]:
+    return (d.allowed, d.status, d.body, d.headers)
+
+
+def _confirmed(
+    old: ir.Policy, new: ir.Policy, request: Headers, shows: Callable[[Headers], bool]
+) -> Change:
+    """The change a witness shows: confirmed (and simplified) when the evaluator
+    decides it as `shows` requires, else kept as unconfirmed."""
     confirmed = shows(request)
     if confirmed:
         request = simplify(request, shows)
@@ -498,10 +504,6 @@ def _value_witness(
     return Change(
         _kind(before, after), Outcome.of(before), Outcome.of(after), request, confirmed, readings
     )
-
-
-def _outcome(d: Decision) -> tuple[object, ...]:
-    return (d.allowed, d.status, d.body, d.headers)
 
 
 def _index(policy: ir.Policy, d: Decision) -> int:
