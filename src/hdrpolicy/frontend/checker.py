@@ -64,7 +64,7 @@ def list_file_values(source: Source) -> list[ir.StringLit]:
 
 
 class _Checker:
-    def __init__(self, source: Source, read_list: ListReader | None) -> None:
+    def __init__(self, source: Source, read_list: ListReader) -> None:
         self.source = source
         self.read_list = read_list
         self.diagnostics: list[Diagnostic] = []
@@ -214,9 +214,6 @@ class _Checker:
                 help="give its path relative to the policy file, so the policy reads the "
                 "same list on every machine",
             )
-            return None
-        if self.read_list is None:
-            self.error(Code.HP219, f"cannot read the list file `{named.file}`", span)
             return None
         # Shown beside the policy file, as the user would open it.
         shown = str(PurePosixPath(self.source.path).parent / named.file)
@@ -593,10 +590,10 @@ def _name_help(name: str) -> str:
 
 
 def check(
-    parts: PolicyParts, source: Source, default_name: str, read_list: ListReader | None = None
+    parts: PolicyParts, source: Source, default_name: str, read_list: ListReader
 ) -> tuple[ir.Policy, list[Diagnostic]]:
     """Assemble the policy from its statements and check it; `read_list` reads the
-    list files it names (None: a policy that names one is refused)."""
+    list files it names (`pipeline.files_beside`; `fmt` gives one that reads none)."""
     checker = _Checker(source, read_list)
     policy = checker.assemble(parts, default_name)
     # A list's value is checked where the list is used: report each problem once.
