@@ -226,23 +226,9 @@ def _find_changes(
     old: ir.Policy, new: ir.Policy, r: Reasoner, result: DiffResult
 ) -> dict[str, z3.BoolRef]:
     """List the change classes; returns each kind of change (KINDS) as a formula."""
-    old_fires = [r.define(f"old{i}", r.fires(rule)) for i, rule in enumerate(old.rules)]
-    new_fires = [r.define(f"new{i}", r.fires(rule)) for i, rule in enumerate(new.rules)]
-    old_idx, old_key = _decision(old, old_fires, r.ctx)
-    new_idx, new_key = _decision(new, new_fires, r.ctx)
-    keys = {k: n for n, k in enumerate(sorted({*old_key.keys(), *new_key.keys()}, key=repr))}
-    o_resp = _chain(
-        old_fires,
-        [keys[response_key(rule.response)] for rule in old.rules],
-        keys[response_key(old.default)],
-        r.ctx,
-    )
-    n_resp = _chain(
-        new_fires,
-        [keys[response_key(rule.response)] for rule in new.rules],
-        keys[response_key(new.default)],
-        r.ctx,
-    )
+    keys = {k: n for n, k in enumerate(sorted({*_responses(old), *_responses(new)}, key=repr))}
+    old_idx, o_resp = _decision(old, "old", r, keys)
+    new_idx, n_resp = _decision(new, "new", r, keys)
     differ = r.define("differ", o_resp != n_resp)
     allow = keys.get(response_key(None))
     if allow is None:  # neither policy ever allows
@@ -285,14 +271,19 @@ def _find_changes(
 UNSETTLED = "the solver could not settle a pattern it cannot translate exactly"
 
 
+def _responses(policy: ir.Policy) -> list[tuple[object, ...]]:
+    """Each rule's response (`response_key`), then the default's."""
+    return [response_key(rule.response) for rule in policy.rules] + [response_key(policy.default)]
+
+
 def _decision(
-    policy: ir.Policy, fires: list[z3.BoolRef], ctx: z3.Context
-) -> tuple[z3.ArithRef, dict[tuple[object, ...], None]]:
-    """The index of the deciding rule (len(rules): none) and the responses in play."""
-    idx = _chain(fires, list(range(len(fires))), len(fires), ctx)
-    responses = {response_key(r.response): None for r in policy.rules}
-    responses[response_key(policy.default)] = None
-    return idx, responses
+    policy: ir.Policy, prefix: str, r: Reasoner, keys: dict[tuple[object, ...], int]
+) -> tuple[z3.ArithRef, z3.ArithRef]:
+    """The index of the deciding rule (len(rules): none) and its response's number in `keys`."""
+    fires = [r.define(f"{prefix}{i}", r.fires(rule)) for i, rule in enumerate(policy.rules)]
+    *answers, default = (keys[k] for k in _responses(policy))
+    idx = _chain(fires, list(range(len(fires))), len(fires), r.ctx)
+    return idx, _chain(fires, answers, default, r.ctx)
 
 
 def _chain(fires: list[z3.BoolRef], ids: list[int], last: int, ctx: z3.Context) -> z3.ArithRef:
@@ -306,8 +297,7 @@ def _change(
     old: ir.Policy, new: ir.Policy, request: Headers, oi: int, ni: int, budget: Budget
 ) -> Change:
     def shows(candidate: Headers) -> bool:
-        budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
-        before, after = evaluate(old, candidate), evaluate(new, candidate)
+        before, after = _decide(old, new, candidate, budget)
         return (
             _index(old, before) == oi
             and _index(new, after) == ni
@@ -326,24 +316,27 @@ def _reading_change(
     One reading of it is decided differently; the whole request may not be (the
     earliest rule that denies any reading decides), and then nothing is claimed.
     """
-
-    def outcomes(candidate: Headers) -> tuple[Decision, Decision]:
-        budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
-        return evaluate(old, candidate), evaluate(new, candidate)
-
-    before, after = outcomes(request)
+    before, after = _decide(old, new, request, budget)
     if _outcome(before) == _outcome(after):
         return None
     shown = (Outcome.of(before), Outcome.of(after))
 
     def shows(candidate: Headers) -> bool:
-        a, b = outcomes(candidate)
+        a, b = _decide(old, new, candidate, budget)
         return (Outcome.of(a), Outcome.of(b)) == shown
 
     request = simplify(request, shows)
     before, after = evaluate(old, request), evaluate(new, request)
     readings = max(before.readings, after.readings)
     return Change(_kind(before, after), *shown, request, True, readings)
+
+
+def _decide(
+    old: ir.Policy, new: ir.Policy, request: Headers, budget: Budget
+) -> tuple[Decision, Decision]:
+    """Both policies' decisions on a request, charged to the budget."""
+    budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
+    return evaluate(old, request), evaluate(new, request)
 
 
 def _kind(before: Decision, after: Decision) -> str:
@@ -430,27 +423,22 @@ def _value_change(
     phrases = dict.fromkeys(_phrase(subject, atom, value) for subject, atom in uses)
     found: list[Change] = []
     unsettled = False
-    for kind, formula in kinds.items():
-        for subject, atom in uses:
-            answer = r.check(r.atom(subject, atom), formula)
-            unsettled |= answer.verdict == "unknown"
-            if answer.verdict == "sat":
-                assert answer.request is not None
-                witness = _value_witness(old, new, r.budget, kind, subject, atom, answer.request)
-                found.append(witness)
-                break
-    if not found and not unsettled:
-        # None with one reading: a change only a list value makes, if the evaluator shows it.
+    # First requests with one reading; with none (and no unsettled question), a change
+    # only a list value makes, kept only if the evaluator shows it.
+    for wide in (False, True):
         for kind, formula in kinds.items():
             for subject, atom in uses:
-                answer = r.check(r.atom(subject, atom), formula, wide=True)
+                answer = r.check(r.atom(subject, atom), formula, wide=wide)
+                unsettled |= not wide and answer.verdict == "unknown"
                 if answer.verdict != "sat":
                     continue
                 assert answer.request is not None
                 witness = _value_witness(old, new, r.budget, kind, subject, atom, answer.request)
-                if witness.confirmed:
+                if witness.confirmed or not wide:
                     found.append(witness)
                     break
+        if found or unsettled:
+            break
     phrase = " or ".join(phrases)
     if found:
         return ValueChange(name, value, added, phrase, tuple(found))
@@ -474,8 +462,7 @@ def _value_witness(
     the request differently, in this way."""
 
     def shows(candidate: Headers) -> bool:
-        budget.charge(EVALUATION * (len(old.rules) + len(new.rules) + 2))
-        before, after = evaluate(old, candidate), evaluate(new, candidate)
+        before, after = _decide(old, new, candidate, budget)
         reading = after.values.get(subject.key)
         return (
             _outcome(before) != _outcome(after)

@@ -107,6 +107,14 @@ class _Analysis:
             subjects = {cmp.subject.key for cmp in ir.comparisons(about)}
         return self.r.check(*formulas, witness=witness, subjects=subjects, wide=wide)
 
+    def witness(self, *formulas: z3.BoolRef) -> Answer:
+        """A request making the formulas true: one with one reading if there is one,
+        else one whose several readings show it."""
+        answer = self.query(*formulas)
+        if answer.request is None:
+            answer = self.query(*formulas, wide=True)
+        return answer
+
     def upto(self, j: int, rule: ir.Rule) -> ir.Policy:
         """Rules 0..j and then `rule`: the same first rule to fire up to j, cheaper to run.
 
@@ -292,9 +300,7 @@ class _Analysis:
         notes = []
         # The witness is decided by the nearest of the covering rules.
         for j in cover[-1:]:
-            answer = self.query(self.decides[j], fires_i)
-            if answer.request is None:  # only a request with several readings shows it
-                answer = self.query(self.decides[j], fires_i, wide=True)
+            answer = self.witness(self.decides[j], fires_i)
             if answer.request is None:
                 break
             decider = self.policy.rules[j]
@@ -360,9 +366,7 @@ class _Analysis:
         # cannot have (`header x == "a, b"`) is not called redundant for lacking those.
         if self.query(decides, z3.Not(same_after), witness=False, wide=True).verdict != "unsat":
             return []
-        witness = self.query(decides)
-        if witness.request is None:
-            witness = self.query(decides, wide=True)
+        witness = self.witness(decides)
         notes = []
         if witness.request is not None:
 
