@@ -769,7 +769,7 @@ func inNormalForm(path string) bool {
 		if i+2 >= len(path) || !isUpperHex(path[i+1]) || !isUpperHex(path[i+2]) {
 			return false
 		}
-		c := unhex(path[i+1])<<4 | unhex(path[i+2])
+		c := hexValue(path[i+1])<<4 | hexValue(path[i+2])
 		if c == '/' || c == '\\' || c == '-' || c == '.' || c == '_' || c == '~' ||
 			'0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' {
 			return false
@@ -781,13 +781,6 @@ func inNormalForm(path string) bool {
 
 func isUpperHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'A' + 10
 }
 
 // stripPort removes a trailing ":port" from an authority ("[::1]:80" keeps its brackets).
@@ -802,6 +795,17 @@ func stripPort(host string) string {
 		}
 	}
 	return host[:i]
+}
+
+// hexValue is the value of the hex digit c, in either case.
+func hexValue(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 func (r *request) equals(f field, s string) bool {

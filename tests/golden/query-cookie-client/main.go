@@ -738,7 +738,7 @@ func inNormalForm(path string) bool {
 		if i+2 >= len(path) || !isUpperHex(path[i+1]) || !isUpperHex(path[i+2]) {
 			return false
 		}
-		c := unhex(path[i+1])<<4 | unhex(path[i+2])
+		c := hexValue(path[i+1])<<4 | hexValue(path[i+2])
 		if c == '/' || c == '\\' || c == '-' || c == '.' || c == '_' || c == '~' ||
 			'0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' {
 			return false
@@ -752,13 +752,6 @@ func isUpperHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'A' <= c && c <= 'F'
 }
 
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'A' + 10
-}
-
 // A named field is a query parameter or a cookie the policy reads, by its name.
 type named struct {
 	f    field
@@ -769,7 +762,7 @@ type named struct {
 // values they come in, as the host passed them (before expand).
 func (r *request) extract() {
 	r.readQuery(r.first[fieldPath])
-	r.readCookies(append([]string{r.first[headerCookie]}, r.more[headerCookie]...))
+	r.readCookies(r.first[headerCookie], r.more[headerCookie])
 }
 
 // settle turns a named field's values, gathered in more, into its readings:
@@ -826,13 +819,18 @@ func (r *request) readQuery(target string) {
 
 // wellFormedQuery reports whether every '%' in the request target's query
 // string (after the first '?') starts "%XX", X a hex digit in either case.
+// Spaces and tabs around the target are not hex digits, so the target needs
+// no trimming here (readQuery trims it).
 func wellFormedQuery(target string) bool {
-	_, query, _ := strings.Cut(strings.Trim(target, " \t"), "?")
-	for i := 0; i < len(query); i++ {
-		if query[i] != '%' {
+	start := strings.IndexByte(target, '?')
+	if start < 0 {
+		return true
+	}
+	for i := start + 1; i < len(target); i++ {
+		if target[i] != '%' {
 			continue
 		}
-		if i+2 >= len(query) || !isHex(query[i+1]) || !isHex(query[i+2]) {
+		if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
 			return false
 		}
 		i += 2
@@ -865,6 +863,7 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// hexValue is the value of the hex digit c, in either case.
 func hexValue(c byte) byte {
 	switch {
 	case c <= '9':
@@ -881,38 +880,46 @@ var fromCookies = []named{
 	{cookiePreview, "preview"},
 }
 
-// readCookies sets each cookie to its values in the cookie header values:
+// readCookies sets each cookie to its values in the cookie header's values
+// (first, then more), in order. The header may be carried by a cookie's own
+// field: more keeps the values it was passed, as gathering appends to new slices.
+func (r *request) readCookies(first string, more []string) {
+	for _, n := range fromCookies {
+		r.more[n.f] = nil
+	}
+	r.gatherCookies(first)
+	for _, value := range more {
+		r.gatherCookies(value)
+	}
+	for _, n := range fromCookies {
+		r.settle(n.f)
+	}
+}
+
+// gatherCookies appends the values of the cookies in one cookie header value:
 // cookies are separated by ';' and trimmed of spaces and tabs; a cookie's
 // name is what comes before its first '=' (trimmed; without one, the whole
 // cookie is the name and its value is ""), compared exactly; its value is
 // trimmed. A value in double quotes is read as sent and without them.
-func (r *request) readCookies(values []string) {
-	for _, n := range fromCookies {
-		r.more[n.f] = nil
-	}
-	for _, value := range values {
-		for value != "" {
-			var crumb string
-			crumb, value, _ = strings.Cut(value, ";")
-			crumb = strings.Trim(crumb, " \t")
-			if crumb == "" {
+func (r *request) gatherCookies(value string) {
+	for value != "" {
+		var crumb string
+		crumb, value, _ = strings.Cut(value, ";")
+		crumb = strings.Trim(crumb, " \t")
+		if crumb == "" {
+			continue
+		}
+		name, v, _ := strings.Cut(crumb, "=")
+		name, v = strings.Trim(name, " \t"), strings.Trim(v, " \t")
+		for _, n := range fromCookies {
+			if n.name != name {
 				continue
 			}
-			name, v, _ := strings.Cut(crumb, "=")
-			name, v = strings.Trim(name, " \t"), strings.Trim(v, " \t")
-			for _, n := range fromCookies {
-				if n.name != name {
-					continue
-				}
-				r.more[n.f] = append(r.more[n.f], v)
-				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-					r.more[n.f] = append(r.more[n.f], v[1:len(v)-1])
-				}
+			r.more[n.f] = append(r.more[n.f], v)
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				r.more[n.f] = append(r.more[n.f], v[1:len(v)-1])
 			}
 		}
-	}
-	for _, n := range fromCookies {
-		r.settle(n.f)
 	}
 }
 

@@ -613,13 +613,18 @@ func (r *request) readQuery(target string) {
 
 // wellFormedQuery reports whether every '%' in the request target's query
 // string (after the first '?') starts "%XX", X a hex digit in either case.
+// Spaces and tabs around the target are not hex digits, so the target needs
+// no trimming here (readQuery trims it).
 func wellFormedQuery(target string) bool {
-	_, query, _ := strings.Cut(strings.Trim(target, " \t"), "?")
-	for i := 0; i < len(query); i++ {
-		if query[i] != '%' {
+	start := strings.IndexByte(target, '?')
+	if start < 0 {
+		return true
+	}
+	for i := start + 1; i < len(target); i++ {
+		if target[i] != '%' {
 			continue
 		}
-		if i+2 >= len(query) || !isHex(query[i+1]) || !isHex(query[i+2]) {
+		if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
 			return false
 		}
 		i += 2
@@ -652,6 +657,7 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// hexValue is the value of the hex digit c, in either case.
 func hexValue(c byte) byte {
 	switch {
 	case c <= '9':
